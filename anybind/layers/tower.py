@@ -1,0 +1,98 @@
+"""The encoder contract: stem -> trunk -> head -> postprocess, one tower per modality.
+
+Every encoder anybind builds is an :class:`EncoderTower`; a plugin may return any ``nn.Module`` that offers the
+same members (:class:`EncoderProtocol`).
+
+Multi-clip inputs are declared, never guessed from tensor rank: when ``input_contract["clips"]`` is set, the
+transform produces ``(S, ...)`` per sample, batches are ``(B, S, ...)``, and the tower embeds every clip,
+L2-normalizes each, averages over clips and normalizes again.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@runtime_checkable
+class EncoderProtocol(Protocol):
+    modality: str
+    embed_dim: int
+    input_contract: dict[str, Any]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor: ...
+    def forward_head(self, tokens: torch.Tensor, x: torch.Tensor) -> torch.Tensor: ...
+    def forward(self, x: torch.Tensor) -> torch.Tensor: ...
+    def set_grad_checkpointing(self, enable: bool = True) -> None: ...
+
+
+class TokenHead(nn.Module):
+    """Pool one token (CLS at ``index``, or the mean), normalize, project to the shared space."""
+
+    def __init__(self, width: int, embed_dim: int, *, pool: str = "cls", index: int = 0, bias: bool = False):
+        super().__init__()
+        if pool not in ("cls", "mean"):
+            raise ValueError(f"pool must be 'cls' or 'mean', got {pool!r}")
+        self.pool, self.index = pool, index
+        self.norm = nn.LayerNorm(width, eps=1e-6)
+        self.proj = nn.Linear(width, embed_dim, bias=bias)
+
+    def forward(self, tokens: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        t = self.norm(tokens)
+        pooled = t[:, self.index] if self.pool == "cls" else t.mean(dim=1)
+        return self.proj(pooled)
+
+
+class EncoderTower(nn.Module):
+    """One modality's encoder, composed from a stem, a trunk and a head.
+
+    * ``stem(x) -> tokens (N, L, width)``
+    * ``trunk(tokens) -> tokens`` (an :class:`anybind.layers.Transformer` or any module with
+      ``set_grad_checkpointing``)
+    * ``head(tokens, x) -> (N, embed_dim)``; the raw input is passed for heads that pool by content (text EOT).
+    """
+
+    def __init__(
+        self,
+        *,
+        modality: str,
+        stem: nn.Module,
+        trunk: nn.Module,
+        head: nn.Module,
+        embed_dim: int,
+        input_contract: dict[str, Any],
+        width: int | None = None,
+    ):
+        super().__init__()
+        self.modality = modality
+        self.stem, self.trunk, self.head = stem, trunk, head
+        self.embed_dim = embed_dim
+        self.width = width
+        self.input_contract = dict(input_contract)
+
+    @property
+    def num_clips(self) -> int | None:
+        return self.input_contract.get("clips")
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trunk(self.stem(x))
+
+    def forward_head(self, tokens: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return self.head(tokens, x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        clips = self.num_clips
+        if clips:
+            B, S = x.shape[:2]
+            x = x.flatten(0, 1)
+        z = F.normalize(self.forward_head(self.forward_features(x), x).float(), dim=-1)
+        if clips:
+            z = F.normalize(z.view(B, S, -1).mean(dim=1), dim=-1)
+        return z
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        if hasattr(self.trunk, "set_grad_checkpointing"):
+            self.trunk.set_grad_checkpointing(enable)

@@ -1,0 +1,187 @@
+"""Modalities: names, file formats, readers, transforms and collation.
+
+A modality says how a file or an in-memory object becomes one sample tensor, given an encoder's
+*input contract* (a plain dict such as ``{"sample_rate": 16000, "num_mel_bins": 128, ...}``). The five built-in
+modalities and the ImageBind-only ones (``depth``, ``thermal``, ``imu``) are registered here through the same
+public :func:`register_modality` that a plugin calls; reader and transform may be given as ``"module:function"``
+strings so that ``import anybind`` stays light (no librosa or decord import until a file is read).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from .errors import InputError, RegistryError
+
+Reader = Callable[[Path], Any]
+TransformFactory = Callable[[dict], Callable[[Any], torch.Tensor]]
+
+
+def _resolve(fn: Callable | str | None) -> Callable | None:
+    if fn is None or callable(fn):
+        return fn
+    module, _, attr = fn.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def stack_collate(items: Sequence[torch.Tensor]) -> torch.Tensor:
+    return torch.stack(list(items))
+
+
+@dataclass
+class Modality:
+    """How one modality's inputs become tensors.
+
+    * ``reader(path) -> raw``: decode a file (the only code that knows file formats).
+    * ``transform(contract) -> fn(raw) -> Tensor``: a factory; the returned function runs in DataLoader workers.
+    * ``collate(list[Tensor]) -> Tensor``: batch the per-sample tensors.
+    * ``extensions``: file suffixes (lower case, with dot) used to infer the modality of a file.
+    * ``text_like``: plain strings are the content itself, not paths (``text``).
+    * ``default_encoder``: registry name used by ``create_model()`` without arguments.
+    """
+
+    name: str
+    reader: Reader | str
+    transform: TransformFactory | str
+    collate: Callable[[Sequence[torch.Tensor]], torch.Tensor] | str = stack_collate
+    extensions: tuple[str, ...] = ()
+    text_like: bool = False
+    default_encoder: str | None = None
+    builtin: bool = False
+    description: str = ""
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def read(self, path: str | Path) -> Any:
+        path = Path(path)
+        if not path.exists():
+            raise InputError(path, self.name, "file does not exist")
+        if path.is_dir():
+            raise InputError(path, self.name, "is a directory, expected a file")
+        try:
+            return _resolve(self.reader)(path)
+        except InputError:
+            raise
+        except Exception as exc:  # the decoder's own message, wrapped so the file and modality are named
+            raise InputError(path, self.name, f"could not be decoded ({type(exc).__name__}: {exc})") from exc
+
+    def make_transform(self, contract: dict) -> Callable[[Any], torch.Tensor]:
+        return _resolve(self.transform)(dict(contract))
+
+    def collate_fn(self, items: Sequence[torch.Tensor]) -> torch.Tensor:
+        return _resolve(self.collate)(items)
+
+    def is_path(self, item: Any) -> bool:
+        """Whether ``item`` names a file (rather than being in-memory data or, for text, the text itself)."""
+        if isinstance(item, Path):
+            return True
+        if not isinstance(item, str):
+            return False
+        if not self.text_like:
+            return True
+        return item.lower().endswith(".txt") and "\n" not in item and Path(item).is_file()
+
+    def load(self, item: Any) -> tuple[Any, str]:
+        """Turn one user item (path, string, array or tensor) into raw data; also return a name for errors."""
+        if self.is_path(item):
+            return self.read(item), str(item)
+        if isinstance(item, np.ndarray):
+            item = torch.from_numpy(np.ascontiguousarray(item))
+        return item, f"<{self.name} {type(item).__name__}>"
+
+
+_MODALITIES: dict[str, Modality] = {}
+
+
+def register_modality(
+    name: str,
+    *,
+    reader: Reader | str,
+    transform: TransformFactory | str,
+    collate: Callable | str = stack_collate,
+    extensions: Sequence[str] = (),
+    text_like: bool = False,
+    default_encoder: str | None = None,
+    description: str = "",
+    replace: bool = False,
+    _builtin: bool = False,
+) -> Modality:
+    """Add a modality. Names are singular lower-case words; a duplicate raises unless ``replace=True``."""
+    if not name.isidentifier() or name != name.lower():
+        raise ValueError(f"modality names are lower-case identifiers, got {name!r}")
+    if name in _MODALITIES and not replace:
+        raise RegistryError(f"modality {name!r} is already registered")
+    exts = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
+    m = Modality(name, reader, transform, collate, exts, text_like, default_encoder, _builtin, description)
+    _MODALITIES[name] = m
+    return m
+
+
+def get_modality(name: str) -> Modality:
+    if name not in _MODALITIES:
+        from .registry import load_plugins
+
+        load_plugins()  # a plugin may define it
+    if name not in _MODALITIES:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(_MODALITIES), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise RegistryError(f"unknown modality {name!r} (known: {', '.join(sorted(_MODALITIES))}){hint}")
+    return _MODALITIES[name]
+
+
+def list_modalities() -> list[str]:
+    from .registry import load_plugins
+
+    load_plugins()
+    return sorted(_MODALITIES)
+
+
+def modality_for_path(path: str | Path) -> str:
+    """Infer the modality of a file from its extension (``.wav`` -> ``audio``)."""
+    suffix = Path(path).suffix.lower()
+    hits = [m.name for m in _MODALITIES.values() if suffix in m.extensions]
+    if len(hits) != 1:
+        problem = "no modality claims" if not hits else f"several modalities ({', '.join(hits)}) claim"
+        raise InputError(path, "?", f"{problem} the extension {suffix!r}; give the modality explicitly")
+    return hits[0]
+
+
+BUILTIN_MODALITIES = ("image", "text", "audio", "video", "points")
+
+_R = "anybind.data.readers:"
+_T = "anybind.data.transforms:"
+register_modality(
+    "image", reader=_R + "read_image", transform=_T + "image_transform", _builtin=True,
+    extensions=(".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"), default_encoder="image_vit_tiny",
+    description="still images; RGB",
+)
+register_modality(
+    "text", reader=_R + "read_text", transform=_T + "text_transform", text_like=True, _builtin=True,
+    extensions=(".txt",), default_encoder="text_transformer_tiny", description="strings or UTF-8 .txt files",
+)
+register_modality(
+    "audio", reader=_R + "read_audio", transform=_T + "audio_transform", _builtin=True,
+    extensions=(".wav", ".flac", ".ogg", ".mp3"), default_encoder="audio_vit_tiny",
+    description="waveforms -> log-mel clips",
+)
+register_modality(
+    "video", reader=_R + "read_video", transform=_T + "video_transform", _builtin=True,
+    extensions=(".mp4", ".webm", ".avi", ".mkv", ".mov"), default_encoder="video_vit_tiny",
+    description="frame clips sampled uniformly",
+)
+register_modality(
+    "points", reader=_R + "read_points", transform=_T + "points_transform", _builtin=True,
+    extensions=(".npy", ".npz", ".ply", ".xyz", ".pts", ".off", ".obj"), default_encoder="points_transformer_tiny",
+    description="point clouds (xyz or xyzrgb) and meshes",
+)
+# ImageBind-compatible modalities: tensors only (already preprocessed the ImageBind way).
+for _name in ("depth", "thermal", "imu"):
+    register_modality(_name, reader=_R + "read_tensor_file", transform=_T + "identity_transform", _builtin=True,
+                      description="preprocessed tensors (ImageBind compatibility)")

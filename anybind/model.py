@@ -1,0 +1,193 @@
+"""The multi-tower model: one encoder per modality, all projecting into one shared space."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterable, Mapping, Sequence
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from .errors import InputError
+from .modality import get_modality
+from .registry import create_encoder
+
+
+class ItemDataset(Dataset):
+    """Raw user items of one modality -> transformed tensors (runs in DataLoader workers).
+
+    With ``skip_errors`` a bad item yields ``(index, None, error message)`` instead of raising, so long runs
+    continue and report what they skipped.
+    """
+
+    def __init__(self, modality: str, items: Sequence[Any], contract: dict, skip_errors: bool = False):
+        self.modality = get_modality(modality)
+        self.items = list(items)
+        self.contract = dict(contract)
+        self.skip_errors = skip_errors
+        self._transform = None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        if self._transform is None:  # built lazily so that each worker builds its own
+            self._transform = self.modality.make_transform(self.contract)
+        try:
+            raw, source = self.modality.load(self.items[i])
+            try:
+                x = self._transform(raw)
+            except InputError:
+                raise
+            except Exception as exc:
+                raise InputError(source, self.modality.name, f"transform failed ({type(exc).__name__}: {exc})") from exc
+            return i, x, None
+        except InputError as err:
+            if not self.skip_errors:
+                raise
+            return i, None, str(err)
+
+    def collate(self, rows):
+        idx = [r[0] for r in rows if r[1] is not None]
+        xs = [r[1] for r in rows if r[1] is not None]
+        errors = [(r[0], r[2]) for r in rows if r[1] is None]
+        batch = self.modality.collate_fn(xs) if xs else None
+        return torch.tensor(idx, dtype=torch.long), batch, errors
+
+
+def _progress(iterable: Iterable, total: int, desc: str, enabled: bool):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="batch", leave=False)
+
+
+class AnyBindModel(nn.Module):
+    """Encoders keyed by modality. ``forward`` runs only the modalities present in its input."""
+
+    def __init__(self, encoders: Mapping[str, nn.Module], embed_dim: int):
+        super().__init__()
+        for m, enc in encoders.items():
+            if getattr(enc, "embed_dim", embed_dim) != embed_dim:
+                raise ValueError(f"encoder for {m!r} outputs {enc.embed_dim} dims, the model's space has {embed_dim}")
+        self.encoders = nn.ModuleDict(dict(encoders))
+        self.embed_dim = embed_dim
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.encoders.keys())
+
+    @property
+    def device(self) -> torch.device:
+        p = next(self.parameters(), None)
+        return p.device if p is not None else torch.device("cpu")
+
+    def input_contract(self, modality: str) -> dict:
+        return dict(self.encoders[modality].input_contract)
+
+    def encoder_spec(self) -> dict[str, dict]:
+        """Registry name and builder arguments of every tower: enough to rebuild the model."""
+        return {
+            m: {"name": getattr(e, "registry_name", None), "kwargs": dict(getattr(e, "build_kwargs", {})),
+                "input_contract": dict(e.input_contract)}
+            for m, e in self.encoders.items()
+        }
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = {}
+        for m, x in batch.items():
+            if m not in self.encoders:
+                raise KeyError(f"model has no encoder for modality {m!r} (has: {', '.join(self.encoders)})")
+            out[m] = self.encoders[m](x)
+        return out
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        for e in self.encoders.values():
+            e.set_grad_checkpointing(enable)
+
+    @torch.no_grad()
+    def embed(
+        self,
+        inputs: Mapping[str, Sequence[Any] | Any],
+        *,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        progress: bool | None = None,
+        autocast: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """Embed file paths, strings or decoded tensors; returns L2-normalized ``(N, D)`` float32 per modality.
+
+        ``inputs`` maps a modality to a list of items (a single item is accepted too). Rows come back in input
+        order. ``progress`` shows a bar (default: when there are more than 8 batches).
+        """
+        was_training = self.training
+        self.eval()
+        out: dict[str, torch.Tensor] = {}
+        device = self.device
+        try:
+            for m, items in inputs.items():
+                if m not in self.encoders:
+                    raise KeyError(f"model has no encoder for modality {m!r} (has: {', '.join(self.encoders)})")
+                if isinstance(items, (str, bytes, torch.Tensor)) or not isinstance(items, Sequence):
+                    items = [items]
+                ds = ItemDataset(m, items, self.encoders[m].input_contract)
+                loader = DataLoader(ds, batch_size=batch_size, num_workers=num_workers, collate_fn=ds.collate)
+                show = progress if progress is not None else len(loader) > 8
+                result = torch.empty(len(ds), self.embed_dim)
+                amp = (torch.autocast(device.type, dtype=torch.bfloat16) if autocast else contextlib.nullcontext())
+                for idx, batch, _ in _progress(loader, len(loader), f"embed {m}", show):
+                    with amp:
+                        z = self.encoders[m](batch.to(device, non_blocking=True))
+                    result[idx] = torch.nn.functional.normalize(z.float(), dim=-1).cpu()
+                out[m] = result
+        finally:
+            self.train(was_training)
+        return out
+
+
+def default_encoders(modalities: Iterable[str] | None = None) -> dict[str, str]:
+    from .modality import BUILTIN_MODALITIES
+
+    mods = list(modalities) if modalities is not None else list(BUILTIN_MODALITIES)
+    names = {}
+    for m in mods:
+        spec = get_modality(m)
+        if spec.default_encoder is None:
+            raise ValueError(f"modality {m!r} has no default encoder; name one explicitly")
+        names[m] = spec.default_encoder
+    return names
+
+
+def create_model(
+    encoders: Mapping[str, str | Mapping[str, Any]] | Sequence[str] | None = None,
+    embed_dim: int | None = None,
+) -> AnyBindModel:
+    """Build a model from registry names.
+
+    ``encoders`` maps modality -> encoder name, or -> ``{"name": ..., **builder kwargs}``; a list of modalities
+    uses each one's default encoder; ``None`` gives the default tiny encoder of every built-in modality.
+    Weights are random; use :func:`anybind.load` for trained ones.
+    """
+    if encoders is None or (isinstance(encoders, Sequence) and not isinstance(encoders, str)):
+        encoders = default_encoders(encoders)
+    towers = {}
+    for m, spec in encoders.items():
+        get_modality(m)  # fails early, naming the modality, if unknown
+        if isinstance(spec, str):
+            name, kwargs = spec, {}
+        else:
+            kwargs = dict(spec)
+            name = kwargs.pop("name")
+            kwargs.update(kwargs.pop("kwargs", {}) or {})
+        if embed_dim is not None:
+            kwargs["embed_dim"] = embed_dim
+        enc = create_encoder(name, **kwargs)
+        if enc.modality != m:
+            raise ValueError(f"encoder {name!r} is for modality {enc.modality!r}, not {m!r}")
+        towers[m] = enc
+    dims = {e.embed_dim for e in towers.values()}
+    if len(dims) != 1:
+        raise ValueError(f"encoders disagree on embed_dim: { {m: e.embed_dim for m, e in towers.items()} }; pass embed_dim=")
+    return AnyBindModel(towers, dims.pop())
