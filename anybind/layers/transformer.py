@@ -133,7 +133,8 @@ class Transformer(nn.Module):
     ):
         super().__init__()
         self.width, self.depth, self.num_heads, self.causal = width, depth, num_heads, causal
-        rates = torch.linspace(0, drop_path, depth).tolist() if depth > 1 else [drop_path] * depth
+        # plain Python floats (not torch.linspace) so that towers can also be built on the meta device
+        rates = [drop_path * i / (depth - 1) for i in range(depth)] if depth > 1 else [drop_path] * depth
         self.blocks = nn.ModuleList(
             Block(width, num_heads, mlp_ratio=mlp_ratio, drop_path=r, qkv_bias=qkv_bias, bias_kv=bias_kv, layer_scale=layer_scale)
             for r in rates

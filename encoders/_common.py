@@ -1,0 +1,85 @@
+"""Helpers shared by the built-in encoder files: weight init and loading a local pretrained file.
+
+Kept private (leading underscore): the public building blocks live in :mod:`anybind.layers`; these two
+helpers only exist so that the five encoder files do not each repeat them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Mapping
+
+import torch
+from torch import nn
+
+from anybind.errors import CheckpointError
+
+CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+
+
+def init_weights(module: nn.Module, std: float = 0.02) -> None:
+    """ViT-style init: truncated normal for linear/conv/embedding weights, zero biases, unit LayerNorms.
+
+    Stems initialise their own token parameters (CLS, positions) afterwards.
+    """
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding)):
+            nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm) and m.elementwise_affine:
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A LOCAL weights file: ``.safetensors`` (no code runs) or a torch file loaded with ``weights_only=True``.
+
+    Common wrappers (``{"model": ...}``, ``{"state_dict": ...}``) and a DDP ``module.`` prefix are removed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"pretrained weights {path} do not exist (anybind never downloads weights; give a local file)")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path), device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"pretrained weights {path} could not be read: {type(exc).__name__}: {exc}") from exc
+    for key in ("state_dict", "model", "module"):
+        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
+            state = state[key]
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"pretrained weights {path} do not hold a flat state_dict of tensors")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_pretrained(
+    tower: nn.Module,
+    path: str | Path,
+    filter_fn: Callable[[dict, nn.Module], dict],
+    *,
+    may_miss: tuple[str, ...] = ("head.proj.",),
+) -> nn.Module:
+    """Load ``path`` into ``tower`` after ``filter_fn`` renamed its keys; loud about anything that does not fit.
+
+    Only parameters whose names start with one of ``may_miss`` may stay at their fresh initialisation (by
+    default the projection into the shared space, which a single-modality checkpoint cannot have).
+    """
+    state = filter_fn(read_state_dict(path), tower)
+    own = tower.state_dict()
+    bad = [f"{k}: file {tuple(v.shape)} vs tower {tuple(own[k].shape)}" for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if bad:
+        raise CheckpointError(f"pretrained weights {path} do not fit this tower's shapes: {'; '.join(bad[:5])}")
+    missing, unexpected = tower.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith(may_miss)]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"pretrained weights {path} do not match the {getattr(tower, 'modality', '?')} tower: "
+            f"missing {missing[:6]}, unexpected {unexpected[:6]} (check the size and options the tower was built with)"
+        )
+    return tower
