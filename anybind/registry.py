@@ -108,7 +108,9 @@ def create_encoder(name: str, **kwargs: Any):
     entry = _entry(name)
     enc = entry.builder(**kwargs)
     enc.registry_name = entry.name
-    enc.build_kwargs = dict(kwargs)
+    # ``pretrained`` names the file a tower started from; a saved model carries its own weights, so reloading it
+    # must not need (or re-read) that file.
+    enc.build_kwargs = {k: v for k, v in kwargs.items() if k != "pretrained"}
     if getattr(enc, "modality", None) is None:
         enc.modality = entry.modality
     return enc

@@ -13,7 +13,8 @@ video tower that shared it could not learn motion without moving the anchor (and
 it). Separate towers let video train while the image anchor stays frozen, and let each pick its own size.
 What sharing gave, a good start, :func:`inflate_image_stem` gives instead: it copies a trained image tower into a
 video tower with the 2-D patch kernel spread evenly over the tubelet's frames and the spatial positions repeated
-over time, so that before any video training a still video embeds exactly like its frame does.
+over time, so that before any video training a still video embeds exactly like its frame does (exactly with one
+tubelet per clip, the default 2 frames; closely with more).
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def inflate_image_stem(video_tower: EncoderTower, image_tower: EncoderTower, *, 
 
     The patch kernel is repeated over the tubelet's ``t`` frames and divided by ``t``, the spatial position table is
     resampled to the video grid if needed and repeated for every temporal slot; CLS, pre-norm, and (when asked and
-    the shapes agree) the trunk and head are copied. A video of identical frames then embeds like the image.
+    the shapes agree) the trunk and head are copied. A clip of ``t`` identical frames then embeds like the image.
     """
     vs, is_ = video_tower.stem, image_tower.stem
     if vs.proj.out_channels != is_.proj.out_channels:
