@@ -71,6 +71,16 @@ class Modality:
             raise InputError(path, self.name, f"could not be decoded ({type(exc).__name__}: {exc})") from exc
 
     def make_transform(self, contract: dict) -> Callable[[Any], torch.Tensor]:
+        """The transform for ``contract``; ``contract["compat"]`` selects a registered preprocessing variant
+        (:func:`register_compat_transform`), e.g. ImageBind's bit-exact one."""
+        compat = contract.get("compat")
+        if compat:
+            if compat not in {c for c, _ in _COMPAT_TRANSFORMS}:
+                known = sorted({c for c, _ in _COMPAT_TRANSFORMS})
+                raise RegistryError(f"unknown preprocessing variant compat={compat!r} for {self.name!r}; known: {known}")
+            factory = _COMPAT_TRANSFORMS.get((compat, self.name))
+            if factory is not None:  # a variant without an entry for this modality uses the standard transform
+                return _resolve(factory)(dict(contract))
         return _resolve(self.transform)(dict(contract))
 
     def collate_fn(self, items: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -120,6 +130,15 @@ def register_modality(
     m = Modality(name, reader, transform, collate, exts, text_like, default_encoder, _builtin, description)
     _MODALITIES[name] = m
     return m
+
+
+_COMPAT_TRANSFORMS: dict[tuple[str, str], TransformFactory | str] = {}
+
+
+def register_compat_transform(compat: str, modality: str, factory: TransformFactory | str) -> None:
+    """Register the transform factory used when an encoder's contract says ``{"compat": compat}`` for
+    ``modality`` (``factory`` may be a ``"module:function"`` string, imported on first use)."""
+    _COMPAT_TRANSFORMS[(compat, modality)] = factory
 
 
 def get_modality(name: str) -> Modality:
@@ -185,3 +204,6 @@ register_modality(
 for _name in ("depth", "thermal", "imu"):
     register_modality(_name, reader=_R + "read_tensor_file", transform=_T + "identity_transform", _builtin=True,
                       description="preprocessed tensors (ImageBind compatibility)")
+# ImageBind's own preprocessing (bit-exact parity), selected by input_contract["compat"] == "imagebind".
+for _name in ("image", "text", "audio", "video"):
+    register_compat_transform("imagebind", _name, f"anybind.compat.preprocess:{_name}_transform")
