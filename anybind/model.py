@@ -38,7 +38,9 @@ class ItemDataset(Dataset):
             raw, source = self.modality.load(self.items[i])
             try:
                 x = self._transform(raw)
-            except InputError:
+            except InputError as err:
+                if err.source.startswith("<") and err.source != source:  # transforms do not know the file name
+                    raise InputError(source, self.modality.name, err.problem) from err
                 raise
             except Exception as exc:
                 raise InputError(source, self.modality.name, f"transform failed ({type(exc).__name__}: {exc})") from exc
