@@ -1,0 +1,146 @@
+"""Manifest samples -> transformed tensors -> masked multi-modality batches.
+
+A dataset item is ``(index, modalities_to_load, step_modalities)`` (or a bare index: every modality the sample
+has). Each modality goes through its encoder's transform (``get_modality(m).make_transform(contract)``, built once
+per process, never per sample). A sample that fails to read or transform does not stop anything: that modality is
+marked invalid for the sample and the error is returned with the batch so the trainer can count and report it.
+
+A batch (see :meth:`ManifestDataset.collate`) is a dict::
+
+    {"inputs": {m: Tensor (n_m, ...)},   # only the rows where valid[m] is True, in batch order
+     "valid":  {m: BoolTensor (B,)},     # per-sample validity, for every modality this step covers
+     "index":  LongTensor (B,), "ids": [str] * B, "labels": [str | None] * B,
+     "errors": [(sample id, modality, message)], "modalities": (m, ...)}
+
+Compact ``inputs`` keep missing modalities from costing any compute; ``valid`` places each row back in the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..errors import InputError
+from ..modality import get_modality
+from .manifest import Manifest
+
+log = logging.getLogger(__name__)
+
+Item = tuple[int, tuple[str, ...], tuple[str, ...]]
+
+
+class ManifestDataset(Dataset):
+    """A manifest viewed through the input contracts of the model's encoders.
+
+    ``contracts``: modality -> input contract (``model.input_contract(m)``); modalities not in ``contracts`` are
+    never loaded. ``skip_errors=False`` raises on the first bad sample instead of skipping it.
+    """
+
+    def __init__(self, manifest: Manifest, contracts: Mapping[str, dict], *, skip_errors: bool = True):
+        self.manifest = manifest
+        self.contracts = {m: dict(c) for m, c in contracts.items()}
+        self.skip_errors = skip_errors
+        self._transforms: dict[str, Callable[[Any], torch.Tensor]] = {}
+        self._cache: dict[tuple[int, str], torch.Tensor] | None = None
+
+    def __len__(self) -> int:
+        return len(self.manifest)
+
+    def transform(self, modality: str) -> Callable[[Any], torch.Tensor]:
+        fn = self._transforms.get(modality)
+        if fn is None:  # built lazily so that every DataLoader worker builds its own, once
+            fn = self._transforms[modality] = get_modality(modality).make_transform(self.contracts[modality])
+        return fn
+
+    def __getstate__(self):  # transforms are rebuilt in each worker rather than pickled
+        state = dict(self.__dict__)
+        state["_transforms"] = {}
+        return state
+
+    def load(self, index: int, modality: str) -> torch.Tensor:
+        """One sample's tensor for ``modality``; raises :class:`InputError` naming the file and the problem."""
+        if self._cache is not None and (index, modality) in self._cache:
+            return self._cache[(index, modality)]
+        sample = self.manifest[index]
+        if modality not in sample.items:
+            raise InputError(f"sample {sample.id!r}", modality, "the manifest gives no value for this modality")
+        spec = get_modality(modality)
+        raw, source = spec.load(sample.items[modality])
+        try:
+            return self.transform(modality)(raw)
+        except InputError:
+            raise
+        except Exception as exc:
+            raise InputError(source, modality, f"transform failed ({type(exc).__name__}: {exc})") from exc
+
+    def available(self, index: int) -> tuple[str, ...]:
+        return tuple(m for m in self.manifest[index].items if m in self.contracts)
+
+    def __getitem__(self, item: int | Item) -> dict:
+        if isinstance(item, tuple):
+            index, mods, step = item
+        else:
+            index = int(item)
+            mods = step = self.available(index)
+        sample = self.manifest[index]
+        row = {"index": index, "id": sample.id, "label": sample.label, "inputs": {}, "errors": [], "step": tuple(step)}
+        for m in mods:
+            try:
+                row["inputs"][m] = self.load(index, m)
+            except Exception as exc:  # noqa: BLE001 - one bad file must never end a long run
+                if not self.skip_errors:
+                    raise
+                msg = str(exc) if isinstance(exc, InputError) else f"{m} sample {sample.id!r}: {type(exc).__name__}: {exc}"
+                row["errors"].append((sample.id, m, msg))
+        return row
+
+    def collate(self, rows: Sequence[dict]) -> dict:
+        """Rows -> one batch (see the module docstring). Runs in the DataLoader workers."""
+        step = rows[0]["step"] if rows else ()
+        mods = tuple(dict.fromkeys([*step, *(m for r in rows for m in r["inputs"])]))
+        valid = {m: torch.tensor([m in r["inputs"] for r in rows], dtype=torch.bool) for m in mods}
+        inputs = {}
+        for m in mods:
+            items = [r["inputs"][m] for r in rows if m in r["inputs"]]
+            if items:
+                inputs[m] = get_modality(m).collate_fn(items)
+        return {
+            "inputs": inputs,
+            "valid": valid,
+            "index": torch.tensor([r["index"] for r in rows], dtype=torch.long),
+            "ids": [r["id"] for r in rows],
+            "labels": [r["label"] for r in rows],
+            "errors": [e for r in rows for e in r["errors"]],
+            "modalities": mods,
+        }
+
+    def preload(self, *, num_workers: int = 0, batch_size: int = 32, progress: bool = False) -> int:
+        """Transform every (sample, modality) once and keep the tensors in memory; returns how many failed.
+
+        For small datasets with deterministic transforms (all built-in ones are): later epochs skip decoding.
+        Failures are not cached, so they are still counted and reported during training.
+        """
+        cache: dict[tuple[int, str], torch.Tensor] = {}
+        loader = DataLoader(self, batch_size=batch_size, num_workers=num_workers, collate_fn=list,
+                            worker_init_fn=worker_init if num_workers else None)
+        failed = 0
+        it = loader
+        if progress:
+            from tqdm.auto import tqdm
+
+            it = tqdm(loader, desc="preload", unit="batch", leave=False)
+        for rows in it:
+            for r in rows:
+                failed += len(r["errors"])
+                for m, x in r["inputs"].items():
+                    cache[(r["index"], m)] = x
+        self._cache = cache
+        return failed
+
+
+def worker_init(worker_id: int) -> None:
+    """DataLoader workers: one intra-op thread each (workers run in parallel; more threads only contend)."""
+    torch.set_num_threads(1)
