@@ -1,0 +1,550 @@
+"""Vector indexes for inner-product search over unit vectors, one sub-index per modality.
+
+Keeping a sub-index per modality makes "search only images and videos" exact and cheap (search those parts,
+merge their top-k) instead of filtering a shared graph. Each part is one of:
+
+* ``flat``  exact search (faiss ``IndexFlatIP``, or the PyTorch path when faiss is absent);
+* ``hnsw``  faiss ``IndexHNSWFlat`` (inner product); ``efSearch`` tuned at build time to a target recall;
+* ``ivfpq`` faiss ``IndexIVFPQ``, wrapped in ``IndexRefineFlat`` (exact re-ranking) when memory allows;
+  ``nprobe`` tuned at build time.
+
+``kind="auto"`` picks per part by size and memory budget: flat up to ``flat_max`` vectors, HNSW while its
+estimated memory fits the budget, IVF-PQ beyond. Saved indexes are a folder with ``index.json`` (written last,
+holding the sha256 of every file) so a damaged or half-written index is detected on load.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from ..checkpoint import atomic_write_bytes, atomic_write_json, sha256_file
+from ..errors import CheckpointError
+from .store import EmbeddingStore, _jsonl_bytes, _npy_bytes, _read_jsonl
+
+log = logging.getLogger(__name__)
+
+INDEX_FORMAT = "anybind-index"
+INDEX_VERSION = 1
+KINDS = ("auto", "flat", "hnsw", "ivfpq")
+
+
+def import_faiss():
+    """The faiss module, or ``None`` when it is not installed (tests force this to exercise the PyTorch path)."""
+    try:
+        import faiss
+    except ImportError:
+        return None
+    return faiss
+
+
+def parse_bytes(value: int | float | str | None) -> int | None:
+    """``"4G"``, ``"512MiB"``, ``2e9`` -> bytes."""
+    if value is None or isinstance(value, (int, float)):
+        return None if value is None else int(value)
+    s = value.strip().upper().replace("IB", "").replace("B", "")
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    if s and s[-1] in mult:
+        return int(float(s[:-1]) * mult[s[-1]])
+    return int(float(s))
+
+
+def default_memory_budget() -> int:
+    """Half of the machine's physical memory."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+@dataclass
+class IndexParams:
+    """Knobs of the approximate indexes; ``None`` means chosen from the data size (and tuned where noted)."""
+
+    flat_max: int = 10_000          # auto: exact search up to this many vectors per modality
+    hnsw_m: int = 32
+    ef_construction: int = 80
+    ef_search: int | None = None    # tuned to target_recall when None
+    ivf_nlist: int | None = None    # ~4 sqrt(n)
+    pq_m: int | None = None         # bytes per code; D/8 by default (must divide D)
+    refine: bool | None = None      # exact re-ranking of IVF-PQ candidates; None: when memory allows
+    k_factor: int = 8               # candidates re-ranked per result when refining
+    nprobe: int | None = None       # tuned to target_recall when None
+    target_recall: float = 0.95
+    tune_queries: int = 200
+    tune_k: int = 10
+    tune_vectors: Any = None        # (Q, D) queries to tune on (e.g. another modality's); default: held-out rows
+    seed: int = 0
+
+
+def estimate_memory(kind: str, n: int, d: int, params: IndexParams | None = None, refine: bool = True) -> int:
+    """Approximate resident bytes of an index part."""
+    p = params or IndexParams()
+    if kind == "flat":
+        return n * d * 4
+    if kind == "hnsw":
+        return int(n * d * 4 + n * p.hnsw_m * 2 * 4 * 1.15 + n * 16)
+    if kind == "ivfpq":
+        nlist = p.ivf_nlist or _default_nlist(n)
+        m = p.pq_m or _default_pq_m(d)
+        return n * (m + 8) + nlist * d * 4 + (n * d * 4 if refine else 0)
+    raise ValueError(f"unknown index kind {kind!r}; expected one of {KINDS}")
+
+
+def choose_kind(n: int, d: int, memory_budget: int | None = None, params: IndexParams | None = None) -> tuple[str, bool]:
+    """``(kind, refine)`` for ``n`` vectors of width ``d`` under ``memory_budget`` bytes."""
+    p = params or IndexParams()
+    budget = memory_budget if memory_budget is not None else default_memory_budget()
+    if n <= p.flat_max:
+        return "flat", False
+    if estimate_memory("hnsw", n, d, p) <= budget:
+        return "hnsw", False
+    refine = p.refine if p.refine is not None else estimate_memory("ivfpq", n, d, p, refine=True) <= budget
+    return "ivfpq", refine
+
+
+def _default_nlist(n: int) -> int:
+    return int(max(1, min(65536, round(4 * math.sqrt(n)))))
+
+
+def _default_pq_m(d: int) -> int:
+    for m in (d // 8, d // 4, d // 2, d):
+        if m >= 1 and d % m == 0 and m <= 128:
+            return m
+    return 1
+
+
+def _as_float32(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().float().numpy()
+    return np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+
+
+def normalize(x: np.ndarray) -> np.ndarray:
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(n, 1e-12)).astype(np.float32, copy=False)
+
+
+def exact_topk(queries: np.ndarray, vectors: np.ndarray | torch.Tensor, k: int, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner-product top-k in PyTorch, streaming over ``vectors`` in chunks. Missing slots: -inf / -1."""
+    q = torch.from_numpy(_as_float32(queries))
+    db = vectors if isinstance(vectors, torch.Tensor) else torch.from_numpy(np.asarray(vectors))
+    n = db.shape[0]
+    best_s = torch.full((q.shape[0], k), -math.inf)
+    best_i = torch.full((q.shape[0], k), -1, dtype=torch.long)
+    for lo in range(0, n, chunk):
+        block = db[lo:lo + chunk].float()
+        s = q @ block.T
+        kk = min(k, s.shape[1])
+        ts, ti = torch.topk(s, kk, dim=1)
+        cat_s, cat_i = torch.cat([best_s, ts], 1), torch.cat([best_i, ti + lo], 1)
+        order = torch.topk(cat_s, k, dim=1).indices
+        best_s, best_i = torch.gather(cat_s, 1, order), torch.gather(cat_i, 1, order)
+    return best_s.numpy(), best_i.numpy()
+
+
+class _Part:
+    """The vectors of one modality: a faiss index or an exact PyTorch matrix, plus their global row numbers."""
+
+    def __init__(self, modality: str, kind: str, backend: str, rows: np.ndarray, impl: Any, d: int, settings: dict):
+        self.modality, self.kind, self.backend = modality, kind, backend
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.impl, self.d = impl, d
+        self.settings = dict(settings)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        k = min(k, len(self))
+        if k == 0:
+            return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
+        if self.backend == "torch":
+            s, i = exact_topk(q, self.impl, k)
+        else:
+            s, i = self.impl.search(q, k)
+        rows = np.where(i >= 0, self.rows[np.clip(i, 0, None)], -1)
+        return s.astype(np.float32), rows
+
+    def add(self, vectors: np.ndarray, rows: np.ndarray) -> None:
+        if self.backend == "torch":
+            self.impl = torch.cat([self.impl, torch.from_numpy(vectors)])
+        else:
+            self.impl.add(vectors)
+        self.rows = np.concatenate([self.rows, rows.astype(np.int64)])
+
+    def apply_settings(self) -> None:
+        faiss = import_faiss()
+        if self.backend != "faiss":
+            return
+        if self.kind == "hnsw" and "ef_search" in self.settings:
+            self.impl.hnsw.efSearch = int(self.settings["ef_search"])
+        if self.kind == "ivfpq":
+            if "nprobe" in self.settings:
+                faiss.extract_index_ivf(self.impl).nprobe = int(self.settings["nprobe"])
+            if self.settings.get("refine"):
+                self.impl.k_factor = float(self.settings.get("k_factor", 8))
+
+    def to_bytes(self) -> bytes:
+        if self.backend == "torch":
+            return _npy_bytes(self.impl.numpy())
+        return import_faiss().serialize_index(self.impl).tobytes()
+
+    def memory_bytes(self) -> int:
+        refine = bool(self.settings.get("refine"))
+        return estimate_memory(self.kind, len(self), self.d, IndexParams(
+            hnsw_m=self.settings.get("m", 32), ivf_nlist=self.settings.get("nlist"), pq_m=self.settings.get("pq_m")), refine)
+
+
+def _tune(part: _Part, base: np.ndarray, queries: np.ndarray, knob: str, values: Sequence[int], params: IndexParams) -> None:
+    """Set ``knob`` to the smallest value whose recall@``tune_k`` on ``queries`` reaches ``target_recall``.
+
+    ``queries`` are stored vectors held out of the index while tuning (added afterwards), so they behave like
+    fresh queries from the collection's own distribution.
+    """
+    k = min(params.tune_k, len(base))
+    _, truth = exact_topk(queries, base, k)
+    chosen, recall = values[-1], 0.0
+    for v in values:
+        part.settings[knob] = v
+        part.apply_settings()
+        _, got = part.impl.search(queries, k)
+        recall = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(got.tolist(), truth.tolist())]))
+        if recall >= params.target_recall:
+            chosen = v
+            break
+    part.settings[knob] = chosen
+    part.settings["tuned_recall"] = round(recall, 4)
+    part.apply_settings()
+
+
+def _split_for_tuning(n: int, params: IndexParams, needed: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``(kept, held_out)`` positions: a sample held out of the first build to tune on (none if not needed)."""
+    everything = np.arange(n)
+    if not needed or n < 4 * params.tune_queries // 2 or n < 50:
+        return everything, everything[:0]
+    held = np.sort(np.random.default_rng(params.seed).choice(n, size=min(params.tune_queries, n // 4), replace=False))
+    return np.setdiff1d(everything, held, assume_unique=True), held
+
+
+def _build_part(modality: str, vectors: np.ndarray, rows: np.ndarray, kind: str, refine: bool, params: IndexParams) -> _Part:
+    faiss = import_faiss()
+    n, d = vectors.shape
+    if faiss is None:
+        if kind not in ("flat",):
+            raise ImportError(f"index kind {kind!r} needs faiss (pip install faiss-cpu); kind='flat' or 'auto' works without it")
+        return _Part(modality, "flat", "torch", rows, torch.from_numpy(vectors.copy()), d, {})
+    if kind == "flat":
+        impl = faiss.IndexFlatIP(d)
+        impl.add(vectors)
+        return _Part(modality, "flat", "faiss", rows, impl, d, {})
+    if kind == "hnsw":
+        kept, held = _split_for_tuning(n, params, params.ef_search is None and params.tune_vectors is None)
+        impl = faiss.IndexHNSWFlat(d, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        impl.hnsw.efConstruction = params.ef_construction
+        impl.add(vectors[kept] if len(held) else vectors)
+        settings = {"m": params.hnsw_m, "ef_construction": params.ef_construction}
+        knob, values = "ef_search", (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+        fixed = params.ef_search
+    elif kind == "ivfpq":
+        nlist = params.ivf_nlist or _default_nlist(n)
+        nlist = max(1, min(nlist, n // 39 or 1))
+        m = params.pq_m or _default_pq_m(d)
+        if d % m:
+            raise ValueError(f"pq_m={m} must divide the vector width {d}")
+        nbits = 8 if n >= 256 * 39 else max(4, min(8, int(math.log2(max(16, n // 39)))))
+        kept, held = _split_for_tuning(n, params, params.nprobe is None and params.tune_vectors is None)
+        quantizer = faiss.IndexFlatIP(d)
+        ivf = faiss.IndexIVFPQ(quantizer, d, nlist, m, nbits, faiss.METRIC_INNER_PRODUCT)
+        rng = np.random.default_rng(params.seed)
+        cap = 256 * max(nlist, 1 << nbits)
+        ivf.train(vectors if n <= cap else vectors[np.sort(rng.choice(n, cap, replace=False))])
+        impl = faiss.IndexRefineFlat(ivf) if refine else ivf
+        impl.add(vectors[kept] if len(held) else vectors)
+        settings = {"nlist": nlist, "pq_m": m, "nbits": nbits, "refine": bool(refine), "k_factor": params.k_factor}
+        knob = "nprobe"
+        values = [p for p in (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 512) if p <= nlist] or [1]
+        fixed = params.nprobe
+    else:
+        raise ValueError(f"unknown index kind {kind!r}; expected one of {KINDS}")
+    part = _Part(modality, kind, "faiss", rows[kept], impl, d, settings)
+    if fixed is not None:
+        part.settings[knob] = fixed
+        part.apply_settings()
+    elif params.tune_vectors is not None:
+        _tune(part, vectors, normalize(_as_float32(params.tune_vectors)), knob, values, params)
+    elif len(held):
+        _tune(part, vectors[kept], vectors[held], knob, values, params)
+    else:  # too small to hold anything out: search generously
+        part.settings[knob] = values[min(len(values) - 1, 6)]
+        part.apply_settings()
+    if len(held):
+        part.add(np.ascontiguousarray(vectors[held]), rows[held])
+    return part
+
+
+@dataclass
+class Hit:
+    """One search result: the row's score (inner product) and its stored metadata."""
+
+    row: int
+    score: float
+    id: str
+    modality: str
+    source: str | None
+    meta: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Index:
+    """Inner-product search over unit vectors of several modalities.
+
+    ``search(queries, k, modalities=None)`` takes ``(Q, D)`` (or ``(D,)``) queries and returns one list of
+    :class:`Hit` per query, best first, restricted to ``modalities`` when given.
+    """
+
+    def __init__(self, embed_dim: int, parts: dict[str, _Part], metadata: list[dict], info: dict | None = None):
+        self.embed_dim = embed_dim
+        self.parts = parts
+        self.metadata = metadata
+        self.info = dict(info or {})
+
+    def __len__(self) -> int:
+        return len(self.metadata)
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{m}: {p.kind}/{p.backend} x{len(p)}" for m, p in self.parts.items())
+        return f"Index(dim={self.embed_dim}, rows={len(self)}, parts={{{parts}}})"
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.parts)
+
+    @property
+    def model(self) -> dict:
+        return dict(self.info.get("model") or {})
+
+    def describe(self) -> dict:
+        return {m: {"kind": p.kind, "backend": p.backend, "count": len(p), **p.settings} for m, p in self.parts.items()}
+
+    def _queries(self, queries) -> np.ndarray:
+        q = _as_float32(queries)
+        if q.ndim == 1:
+            q = q[None]
+        if q.ndim != 2 or q.shape[1] != self.embed_dim:
+            raise ValueError(f"queries must be (Q, {self.embed_dim}), got {tuple(q.shape)}")
+        return normalize(q)
+
+    def search_arrays(self, queries, k: int = 10, modalities: Iterable[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores, rows)`` of shape ``(Q, k)``, best first; empty slots hold ``-inf`` and ``-1``."""
+        q = self._queries(queries)
+        names = self.modalities if modalities is None else ([modalities] if isinstance(modalities, str) else list(modalities))
+        unknown = [m for m in names if m not in self.parts]
+        if unknown and modalities is not None and len(unknown) == len(names):
+            raise ValueError(f"index holds no vectors of {unknown}; it has {self.modalities}")
+        scores, rows = [], []
+        for m in names:
+            if m in self.parts:
+                s, r = self.parts[m].search(q, k)
+                scores.append(s)
+                rows.append(r)
+        if not scores:
+            return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
+        s, r = np.concatenate(scores, 1), np.concatenate(rows, 1)
+        s = np.where(r >= 0, s, -np.inf)
+        if s.shape[1] < k:
+            pad = k - s.shape[1]
+            s = np.pad(s, ((0, 0), (0, pad)), constant_values=-np.inf)
+            r = np.pad(r, ((0, 0), (0, pad)), constant_values=-1)
+        order = np.argsort(-s, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(s, order, 1), np.take_along_axis(r, order, 1)
+
+    def search(self, queries, k: int = 10, modalities: Iterable[str] | None = None) -> list[list[Hit]]:
+        scores, rows = self.search_arrays(queries, k, modalities)
+        out = []
+        for srow, rrow in zip(scores, rows):
+            hits = []
+            for s, r in zip(srow, rrow):
+                if r < 0:
+                    continue
+                meta = self.metadata[r]
+                extra = {key: v for key, v in meta.items() if key not in ("id", "modality", "source")}
+                hits.append(Hit(int(r), float(s), str(meta.get("id")), meta.get("modality", ""), meta.get("source"), extra))
+            out.append(hits)
+        return out
+
+    def add(self, vectors, metadata: Sequence[Mapping[str, Any]], *, kind: str = "auto", memory_budget: int | str | None = None,
+            params: IndexParams | None = None) -> None:
+        """Append vectors (rows of ``metadata`` need ``modality``); a modality new to the index gets a new part."""
+        v = normalize(_as_float32(vectors))
+        if v.ndim != 2 or v.shape[1] != self.embed_dim:
+            raise ValueError(f"vectors must be (n, {self.embed_dim}), got {v.shape}")
+        if len(metadata) != len(v):
+            raise ValueError(f"{len(v)} vectors but {len(metadata)} metadata rows")
+        base = len(self.metadata)
+        mods = np.array([str(r["modality"]) for r in metadata])
+        for m in dict.fromkeys(mods.tolist()):
+            sel = np.flatnonzero(mods == m)
+            if m in self.parts:
+                self.parts[m].add(v[sel], sel + base)
+            else:
+                k, refine = _resolve_kind(kind, len(sel), self.embed_dim, memory_budget, params)
+                self.parts[m] = _build_part(m, v[sel], sel + base, k, refine, params or IndexParams())
+        self.metadata.extend(dict(r) for r in metadata)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the index folder atomically: data files under content-addressed names, ``index.json`` last."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        files, parts = [], []
+        meta_bytes = _jsonl_bytes(self.metadata)
+        entries = [("metadata", "jsonl", meta_bytes)]
+        for m, p in self.parts.items():
+            entries.append((f"{m}.rows", "npy", _npy_bytes(p.rows)))
+            entries.append((f"{m}.{p.kind}", "npy" if p.backend == "torch" else "faiss", p.to_bytes()))
+        names = {}
+        for stem, ext, data in entries:
+            import hashlib
+
+            digest = hashlib.sha256(data).hexdigest()
+            name = f"{stem}.{digest[:12]}.{ext}"
+            if not (path / name).exists() or sha256_file(path / name) != digest:
+                atomic_write_bytes(path / name, data)
+            names[stem] = (name, digest)
+            files.append(name)
+        for m, p in self.parts.items():
+            parts.append({"modality": m, "kind": p.kind, "backend": p.backend, "count": len(p), "settings": p.settings,
+                          "rows": {"name": names[f"{m}.rows"][0], "sha256": names[f"{m}.rows"][1]},
+                          "data": {"name": names[f"{m}.{p.kind}"][0], "sha256": names[f"{m}.{p.kind}"][1]}})
+        manifest = {"format": INDEX_FORMAT, "version": INDEX_VERSION, "embed_dim": self.embed_dim, "metric": "inner_product",
+                    "count": len(self), "info": self.info, "parts": parts,
+                    "metadata": {"name": names["metadata"][0], "sha256": names["metadata"][1]}}
+        atomic_write_json(path / "index.json", manifest)
+        for old in path.iterdir():  # files of an earlier save that the new manifest no longer lists
+            if old.name != "index.json" and old.name not in files and not old.name.startswith("."):
+                old.unlink(missing_ok=True)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, *, verify: bool = True) -> "Index":
+        """Load a saved index; a missing or damaged file raises :class:`CheckpointError` naming it."""
+        path = Path(path)
+        mpath = path / "index.json"
+        if not mpath.exists():
+            raise CheckpointError(f"{path} is not a saved index: {mpath.name} is missing")
+        try:
+            manifest = json.loads(mpath.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"index manifest {mpath} is damaged: {exc}") from exc
+        if manifest.get("format") != INDEX_FORMAT:
+            raise CheckpointError(f"{mpath} is not an anybind index manifest (format={manifest.get('format')!r})")
+
+        def checked(entry: dict) -> Path:
+            f = path / entry["name"]
+            if not f.exists():
+                raise CheckpointError(f"index file {f} is missing (listed in {mpath})")
+            if verify and sha256_file(f) != entry["sha256"]:
+                raise CheckpointError(f"index file {f} is damaged: its sha256 does not match {mpath}")
+            return f
+
+        metadata = _read_jsonl(checked(manifest["metadata"]))
+        d = int(manifest["embed_dim"])
+        parts = {}
+        for e in manifest["parts"]:
+            rows = np.load(checked(e["rows"]), allow_pickle=False)
+            f = checked(e["data"])
+            try:
+                if e["backend"] == "torch":
+                    impl = torch.from_numpy(np.load(f, allow_pickle=False))
+                else:
+                    faiss = import_faiss()
+                    if faiss is None:
+                        raise CheckpointError(f"index file {f} is a faiss index; install faiss-cpu to load it")
+                    impl = faiss.deserialize_index(np.fromfile(f, dtype=np.uint8))
+            except CheckpointError:
+                raise
+            except Exception as exc:
+                raise CheckpointError(f"index file {f} could not be read: {exc}") from exc
+            part = _Part(e["modality"], e["kind"], e["backend"], rows, impl, d, e.get("settings", {}))
+            part.apply_settings()
+            if len(part) != e["count"] or (part.backend == "faiss" and impl.ntotal != len(part)):
+                raise CheckpointError(f"index file {f} holds {getattr(impl, 'ntotal', len(impl))} vectors, {mpath} says {e['count']}")
+            parts[e["modality"]] = part
+        if sum(len(p) for p in parts.values()) != len(metadata):
+            raise CheckpointError(f"index {path}: {len(metadata)} metadata rows but {sum(len(p) for p in parts.values())} vectors")
+        return cls(d, parts, metadata, manifest.get("info"))
+
+
+def _resolve_kind(kind: str, n: int, d: int, memory_budget, params) -> tuple[str, bool]:
+    if kind not in KINDS:
+        raise ValueError(f"unknown index kind {kind!r}; expected one of {KINDS}")
+    p = params or IndexParams()
+    budget = parse_bytes(memory_budget)
+    if kind == "auto":
+        if import_faiss() is None:
+            log.warning("faiss is not installed: using exact PyTorch search (pip install faiss-cpu for large collections)")
+            return "flat", False
+        return choose_kind(n, d, budget, p)
+    if kind == "ivfpq":
+        refine = p.refine if p.refine is not None else estimate_memory("ivfpq", n, d, p, True) <= (budget or default_memory_budget())
+        return kind, refine
+    return kind, False
+
+
+def build_index(
+    source: EmbeddingStore | str | Path | Sequence[EmbeddingStore | str | Path] | np.ndarray | torch.Tensor,
+    metadata: Sequence[Mapping[str, Any]] | None = None,
+    *,
+    kind: str = "auto",
+    memory_budget: int | str | None = None,
+    modalities: Iterable[str] | None = None,
+    params: IndexParams | None = None,
+    threads: int | None = None,
+) -> Index:
+    """Build an :class:`Index` from a store (or several, merged), or from vectors plus metadata rows.
+
+    ``kind`` is ``"auto"`` (by size and ``memory_budget``, e.g. ``"4G"``), ``"flat"``, ``"hnsw"`` or ``"ivfpq"``;
+    ``modalities`` keeps only those. Vectors are L2-normalized; the score is the inner product (cosine).
+    """
+    params = params or IndexParams()
+    faiss = import_faiss()
+    if threads and faiss is not None:
+        faiss.omp_set_num_threads(int(threads))
+    info: dict[str, Any] = {}
+    if isinstance(source, (np.ndarray, torch.Tensor)):
+        vectors = _as_float32(source)
+        if metadata is None:
+            metadata = [{"id": str(i), "modality": "vector", "source": None} for i in range(len(vectors))]
+        chunks = [(vectors, list(metadata))]
+    else:
+        sources = [source] if isinstance(source, (EmbeddingStore, str, Path)) else list(source)
+        stores = [s if isinstance(s, EmbeddingStore) else EmbeddingStore.open(s) for s in sources]
+        if len({s.embed_dim for s in stores}) > 1:
+            raise CheckpointError(f"stores of different widths cannot share an index: { {str(s.path): s.embed_dim for s in stores} }")
+        chunks = [(s.vectors(), s.metadata()) for s in stores]
+        info["stores"] = [str(s.path.resolve()) for s in stores]
+        info["model"] = stores[0].model if stores else {}
+    if modalities is not None:
+        wanted = {modalities} if isinstance(modalities, str) else set(modalities)
+        chunks = [(v[[i for i, r in enumerate(m) if r["modality"] in wanted]], [r for r in m if r["modality"] in wanted])
+                  for v, m in chunks]
+    d = chunks[0][0].shape[1] if chunks else 0
+    index = Index(d, {}, [], info)
+    t0 = time.perf_counter()
+    all_vecs = np.concatenate([v for v, _ in chunks]) if len(chunks) > 1 else chunks[0][0]
+    all_meta = [r for _, m in chunks for r in m]
+    index.add(all_vecs, all_meta, kind=kind, memory_budget=memory_budget, params=params)
+    index.info["build_seconds"] = round(time.perf_counter() - t0, 3)
+    log.info("built %r in %.1f s", index, index.info["build_seconds"])
+    return index
