@@ -21,8 +21,11 @@ CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 def init_weights(module: nn.Module, std: float = 0.02) -> None:
     """ViT-style init: truncated normal for linear/conv/embedding weights, zero biases, unit LayerNorms.
 
-    Stems initialise their own token parameters (CLS, positions) afterwards.
+    Then every submodule with an ``init_tokens()`` method (the stems) initialises its CLS and position parameters.
+    On the meta device (shapes only, e.g. to count parameters) nothing is initialised.
     """
+    if any(p.is_meta for p in module.parameters()):
+        return
     for m in module.modules():
         if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding)):
             nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
@@ -31,6 +34,9 @@ def init_weights(module: nn.Module, std: float = 0.02) -> None:
         elif isinstance(m, nn.LayerNorm) and m.elementwise_affine:
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+    for m in module.modules():
+        if hasattr(m, "init_tokens"):
+            m.init_tokens()
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

@@ -60,7 +60,6 @@ def build_audio_vit(
     tower = EncoderTower(modality="audio", stem=stem, trunk=trunk, head=TokenHead(width, embed_dim, pool="cls"),
                          embed_dim=embed_dim, input_contract=contract, width=width)
     init_weights(tower)
-    stem.init_tokens()
     return tower
 
 

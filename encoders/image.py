@@ -181,7 +181,6 @@ def build_image_vit(
     tower = EncoderTower(modality="image", stem=stem, trunk=trunk, head=TokenHead(width, embed_dim, pool="cls"),
                          embed_dim=embed_dim, input_contract=contract, width=width)
     init_weights(tower)
-    stem.init_tokens()
     return load_pretrained(tower, pretrained, checkpoint_filter_fn) if pretrained else tower
 
 

@@ -121,7 +121,6 @@ def build_points_transformer(
     tower = EncoderTower(modality="points", stem=stem, trunk=trunk, head=TokenHead(width, embed_dim, pool="cls"),
                          embed_dim=embed_dim, input_contract=contract, width=width)
     init_weights(tower)
-    stem.init_tokens()
     return tower
 
 

