@@ -205,5 +205,5 @@ for _name in ("depth", "thermal", "imu"):
     register_modality(_name, reader=_R + "read_tensor_file", transform=_T + "identity_transform", _builtin=True,
                       description="preprocessed tensors (ImageBind compatibility)")
 # ImageBind's own preprocessing (bit-exact parity), selected by input_contract["compat"] == "imagebind".
-for _name in ("image", "text", "audio", "video"):
+for _name in ("image", "text", "audio", "video", "depth", "thermal", "imu"):
     register_compat_transform("imagebind", _name, f"anybind.compat.preprocess:{_name}_transform")

@@ -152,15 +152,16 @@ def _read_state_dict(path: str | Path, mmap: bool) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"ImageBind checkpoint {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except RuntimeError as exc:
-        if not mmap or "mmap" not in str(exc):
+    def read(use_mmap: bool):
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=use_mmap)
+        except Exception as exc:
+            if use_mmap and "mmap" in str(exc):  # a legacy (non-zip) file: read it into memory instead
+                log.warning("%s cannot be memory-mapped; reading it into memory", path)
+                return read(False)
             raise CheckpointError(f"ImageBind checkpoint {path} could not be read: {exc}") from exc
-        log.warning("%s cannot be memory-mapped (%s); reading it into memory", path, exc)
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"ImageBind checkpoint {path} could not be read: {exc}") from exc
+
+    state = read(mmap)
     for wrapper in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict) and len(state) <= 4:
             state = state[wrapper]

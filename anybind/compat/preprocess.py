@@ -11,6 +11,7 @@ Behaviours kept on purpose for parity (documented in docs/imagebind.md):
   mean *in place on the shared waveform*, so later clips see samples already shifted by earlier clips' means.
   ``contract["inplace_mean"]`` (default true) reproduces that; false subtracts each clip's mean from a copy.
 * the fbank uses channel 0 only, after subtracting the mean over all channels.
+* depth, thermal and imu take already-preprocessed tensors in ImageBind's layout (shape-checked, unchanged).
 * videos: ``clips`` clips of ``clip_duration`` seconds evenly spaced over the video, the first and last frame of each
   clip (``frames`` frames spaced uniformly), bilinear short-side resize, ``spatial_crops`` crops (left/centre/right
   or top/centre/bottom). Only the kept frames are decoded.
@@ -278,6 +279,32 @@ def video_transform(contract: dict) -> Callable[[Any], torch.Tensor]:
         return torch.stack(out).contiguous()
 
     return fn
+
+
+# ------------------------------------------------------------------------------------------------ depth / thermal / imu
+def _tensor_transform(modality: str, shape_of: Callable[[dict], tuple[int, ...]]):
+    def factory(contract: dict) -> Callable[[Any], torch.Tensor]:
+        shape = shape_of(contract)
+
+        def fn(raw: Any) -> torch.Tensor:
+            if isinstance(raw, np.ndarray):
+                raw = torch.from_numpy(np.ascontiguousarray(raw))
+            if not isinstance(raw, torch.Tensor):
+                raise InputError(None, modality, f"expected a preprocessed tensor of shape {shape}, "
+                                                 f"found {type(raw).__name__}")
+            if tuple(raw.shape) != shape:
+                raise InputError(None, modality, f"expected a preprocessed tensor of shape {shape} (ImageBind "
+                                                 f"layout), found {tuple(raw.shape)}")
+            return raw.float()
+
+        return fn
+
+    return factory
+
+
+depth_transform = _tensor_transform("depth", lambda c: (c.get("channels", 1), c["image_size"], c["image_size"]))
+thermal_transform = _tensor_transform("thermal", lambda c: (c.get("channels", 1), c["image_size"], c["image_size"]))
+imu_transform = _tensor_transform("imu", lambda c: (c["channels"], c["length"]))
 
 
 # ------------------------------------------------------------------------------------------------ helpers
