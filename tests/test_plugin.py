@@ -40,6 +40,8 @@ def write_series(path: Path, rows: int, phase: float) -> Path:
 
 
 def test_plugin_adds_a_modality_and_an_encoder(tmp_path):
+    if importlib.util.find_spec("anybind.data.transforms") is None:
+        pytest.skip("anybind.data.transforms (text tokenization) is not in this checkout")
     series = [write_series(tmp_path / f"s{i}.csv", rows, phase) for i, (rows, phase) in enumerate([(50, 0.0), (20, 1.3)])]
     (tmp_path / "bad.csv").write_text("x,y\n1,2\n4,oops\n")
     result = run_python(
@@ -138,9 +140,3 @@ def test_docs_example_registers_and_runs(tmp_path):
     )
     assert result["module"] == "my_encoders" and result["shape"] == [3, 64]
     assert all(abs(n - 1) < 1e-5 for n in result["norms"])
-
-
-@pytest.fixture(autouse=True)
-def _needs_transforms(request):
-    if request.node.name.startswith("test_plugin_adds") and importlib.util.find_spec("anybind.data.transforms") is None:
-        pytest.skip("anybind.data.transforms (text tokenization) is not in this checkout yet")
