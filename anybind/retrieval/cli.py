@@ -1,0 +1,166 @@
+"""``anybind-embed`` / ``anybind-eval`` (Hydra: ``conf/embed.yaml``, ``conf/evaluate.yaml``) and ``anybind-search``
+(argparse). Each is a thin layer over :mod:`anybind.retrieval`; ``run_embed(cfg)`` and ``run_evaluate(cfg)`` take a
+composed config so that tests and notebooks can call them without a command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+log = logging.getLogger("anybind.retrieval")
+
+
+def load_model(checkpoint: str | None = None, encoders: Mapping[str, str] | None = None, device: str = "cpu"):
+    """A checkpoint (``anybind.load``) or, for smoke tests, a random model from registry names."""
+    import anybind
+
+    if checkpoint:
+        return anybind.load(checkpoint, device=device)
+    if encoders:
+        return anybind.create_model(dict(encoders)).to(device).eval()
+    raise ValueError("give model.checkpoint=<path> (or model.encoders={modality: registry name} for a random model)")
+
+
+def _plain(cfg) -> dict:
+    from omegaconf import DictConfig, OmegaConf
+
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+
+
+def run_embed(cfg) -> dict:
+    """Embed ``cfg.input`` into the store ``cfg.out`` and (``cfg.index.build``) save an index beside it."""
+    from .embed import embed_to_store
+    from .index import build_index
+
+    c = _plain(cfg)
+    m = c.get("model") or {}
+    model = load_model(m.get("checkpoint"), m.get("encoders"), m.get("device", "cpu"))
+    summary = embed_to_store(model, c["input"], c["out"], modality=c.get("modality"), modalities=c.get("modalities"),
+                             split=c.get("split"), shard_size=c.get("shard_size", 4096), batch_size=c.get("batch_size", 64),
+                             num_workers=c.get("num_workers", 0), dtype=c.get("dtype", "float32"),
+                             overwrite=c.get("overwrite", False), progress=c.get("progress", True), checkpoint=m.get("checkpoint"))
+    print(summary.describe())
+    result = {"store": str(summary.store.path), "vectors": len(summary.store), "failed": len(summary.store.errors)}
+    ix = c.get("index") or {}
+    if ix.get("build", True) and len(summary.store):
+        index = build_index(summary.store, kind=ix.get("kind", "auto"), memory_budget=ix.get("memory_budget"),
+                            threads=ix.get("threads"))
+        out = Path(ix.get("out") or Path(c["out"]) / "index")
+        index.save(out)
+        print(f"index {out}: {index!r} built in {index.info['build_seconds']:.1f} s")
+        result["index"] = str(out)
+    return result
+
+
+def run_evaluate(cfg, out_dir: str | Path | None = None) -> dict:
+    """Evaluate per ``conf/evaluate.yaml``; writes metrics.json (and the heatmap) into the run directory."""
+    from .evaluation import evaluate_manifest, format_metrics
+
+    c = _plain(cfg)
+    m = c.get("model") or {}
+    model = load_model(m.get("checkpoint"), m.get("encoders"), m.get("device", "cpu"))
+    out = Path(c.get("out_dir") or out_dir or "runs/eval")
+    metrics = evaluate_manifest(
+        model, c["manifest"], out, split=c.get("split"), modalities=c.get("modalities"), match_key=c.get("match_key"),
+        ks=tuple(c.get("ks") or (1, 5, 10)), trained_pairs=c.get("trained_pairs"),
+        zero_shot_templates=c.get("templates") if c.get("zero_shot", True) else None, dataset=c.get("dataset"),
+        batch_size=c.get("batch_size", 64), num_workers=c.get("num_workers", 0), store_dir=c.get("store"),
+        heatmap=c.get("heatmap", True), checkpoint=m.get("checkpoint"), progress=c.get("progress", True))
+    print(format_metrics(metrics))
+    print(f"wrote {out / 'metrics.json'}")
+    return metrics
+
+
+def _hydra_main(config_name: str, fn):
+    import hydra
+
+    from .config import register_configs
+
+    register_configs()
+
+    @hydra.main(version_base=None, config_path="pkg://conf", config_name=config_name)
+    def main(cfg) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        fn(cfg, HydraConfig.get().runtime.output_dir)
+
+    main()
+
+
+def embed_main() -> None:
+    _hydra_main("embed", lambda cfg, _: run_embed(cfg))
+
+
+def eval_main() -> None:
+    _hydra_main("evaluate", lambda cfg, run_dir: run_evaluate(cfg, run_dir))
+
+
+# ----------------------------------------------------------------------------------------------- search
+
+
+def search_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="anybind-search",
+        description="Query an index with files or texts of any modality; several queries combine as a weighted sum.",
+        epilog='example: anybind-search --index runs/emb/index --query image:cat.png --query "text:on grass" '
+               "--weight 1 --weight 0.5 --target image --target video -k 10 --sheet hits.png")
+    p.add_argument("--index", required=True, help="a saved index folder, or an embedding store (indexed in memory)")
+    p.add_argument("--checkpoint", help="model checkpoint (default: the one recorded in the index)")
+    p.add_argument("--encoders", help="modality=registry_name,... : a random model instead of a checkpoint (tests)")
+    p.add_argument("--query", "-q", action="append", required=True,
+                   help="MODALITY:VALUE (a path, or the text for text); a bare path infers the modality, other text is text")
+    p.add_argument("--weight", "-w", action="append", type=float, help="one per --query (default 1 each)")
+    p.add_argument("--target", "-t", action="append", help="restrict results to this modality (repeatable)")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--json", dest="json_out", help="write the results as JSON to this file (default: stdout)")
+    p.add_argument("--sheet", help="write a contact-sheet PNG of the results")
+    p.add_argument("--device", default="cpu")
+    return p
+
+
+def run_search(argv: Sequence[str] | None = None) -> dict:
+    from .index import Index, build_index
+    from .search import as_queries, search
+
+    args = search_parser().parse_args(argv)
+    path = Path(args.index)
+    index = build_index(path, kind="auto") if (path / "store.json").exists() else Index.load(path)
+    encoders = dict(kv.split("=", 1) for kv in args.encoders.split(",")) if args.encoders else None
+    checkpoint = args.checkpoint or (None if encoders else index.model.get("checkpoint"))
+    if not checkpoint and not encoders:
+        raise SystemExit("anybind-search: the index records no checkpoint; pass --checkpoint")
+    model = load_model(checkpoint, encoders, args.device)
+    queries = as_queries(args.query)
+    if args.weight and len(args.weight) != len(queries):
+        raise SystemExit(f"anybind-search: {len(queries)} --query but {len(args.weight)} --weight; give one per query")
+    hits = search(model, index, queries, weights=args.weight, k=args.k, modalities=args.target)
+    result = {"queries": [{"modality": m, "value": str(v)} for m, v in queries], "weights": args.weight or [1.0] * len(queries),
+              "targets": args.target, "k": args.k, "hits": [h.to_dict() for h in hits]}
+    if args.sheet:
+        from .search import contact_sheet
+
+        title = " + ".join(f"{w:g}*{m}:{Path(str(v)).name if m != 'text' else v}"
+                           for (m, v), w in zip(queries, result["weights"]))
+        result["sheet"] = str(contact_sheet(hits, args.sheet, title=title))
+    text = json.dumps(result, indent=2, ensure_ascii=False)
+    if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json_out).write_text(text + "\n")
+    else:
+        sys.stdout.write(text + "\n")
+    return result
+
+
+def search_main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from ..errors import AnybindError
+
+    try:
+        run_search()
+    except AnybindError as exc:
+        raise SystemExit(f"anybind-search: {exc}") from None

@@ -1,0 +1,79 @@
+"""Structured configs of ``anybind-embed`` and ``anybind-eval`` (``conf/embed.yaml``, ``conf/evaluate.yaml``).
+
+Registered in Hydra's ConfigStore as ``embed_schema`` / ``evaluate_schema`` and named first in each primary
+config's defaults, so a misspelled key fails at compose time. Only :mod:`anybind.retrieval.cli` reads them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from omegaconf import MISSING
+
+
+@dataclass
+class ModelConfig:
+    checkpoint: Optional[str] = None  # anybind.load path (a trained or converted checkpoint)
+    encoders: Optional[dict[str, str]] = None  # {modality: registry name}: a randomly initialised model (smoke tests)
+    device: str = "cpu"
+
+
+@dataclass
+class IndexConfig:
+    build: bool = True
+    kind: str = "auto"  # auto | flat | hnsw | ivfpq
+    memory_budget: Optional[str] = None  # e.g. "4G"; default: half the machine's memory
+    out: Optional[str] = None  # default: <out>/index
+    threads: Optional[int] = None
+
+
+@dataclass
+class EmbedConfig:
+    input: str = MISSING  # a manifest (.jsonl/.csv) or a folder
+    out: str = MISSING  # the store folder
+    model: ModelConfig = field(default_factory=ModelConfig)
+    modality: Optional[str] = None  # force the modality of a folder's files (default: from the extension)
+    modalities: Optional[list[str]] = None  # keep only these
+    split: Optional[str] = None
+    shard_size: int = 4096
+    batch_size: int = 64
+    num_workers: int = 2
+    dtype: str = "float32"  # float32 | float16
+    overwrite: bool = False
+    progress: bool = True
+    index: IndexConfig = field(default_factory=IndexConfig)
+
+
+@dataclass
+class EvaluateConfig:
+    manifest: str = MISSING
+    out_dir: Optional[str] = None  # run directory; default: Hydra's
+    model: ModelConfig = field(default_factory=ModelConfig)
+    split: Optional[str] = "test"  # ignored when no sample declares a split
+    modalities: Optional[list[str]] = None
+    match_key: Optional[str] = None  # None: label when present, else id
+    ks: list[int] = field(default_factory=lambda: [1, 5, 10])
+    trained_pairs: Optional[list[list[str]]] = None  # default: from the checkpoint sidecar
+    zero_shot: bool = True
+    templates: list[str] = field(default_factory=lambda: ["{}", "a {}", "a photo of a {}", "the sound of a {}"])
+    dataset: Optional[str] = None  # names zero-shot results; default: the manifest's file stem
+    batch_size: int = 64
+    num_workers: int = 2
+    store: Optional[str] = None  # default: <out_dir>/embeddings (reused when it exists: resumable)
+    heatmap: bool = True
+    progress: bool = True
+
+
+def register_configs() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="embed_schema", node=EmbedConfig)
+    cs.store(name="evaluate_schema", node=EvaluateConfig)
+
+
+def to_plain(cfg: Any) -> Any:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, (dict, list)) else cfg
