@@ -72,6 +72,62 @@ def map_key(key: str) -> tuple[str, str]:
     raise CheckpointError(f"unexpected ImageBind checkpoint key {key!r}: no anybind parameter corresponds to it")
 
 
+_STEM_NAMES = {"vision": "rgbt_stem", "audio": "rgbt_stem", "thermal": "rgbt_stem", "depth": "depth_stem",
+               "imu": "imu_stem"}
+_HEAD_PROJ_INDEX = {"imu": 3}  # ImageBind's IMU head has a Dropout before its Linear
+
+
+def imagebind_key(modality: str, key: str) -> str:
+    """Inverse of :func:`map_key`: (ImageBind modality key, tower-relative anybind key) -> ImageBind key."""
+    pre, trunk, head = (f"modality_preprocessors.{modality}", f"modality_trunks.{modality}",
+                        f"modality_heads.{modality}")
+    parts = key.split(".")
+    if key == "stem.proj.weight":
+        return f"{pre}.rgbt_stem.proj.1.weight" if modality == "vision" else f"{pre}.{_STEM_NAMES[modality]}.proj.weight"
+    if parts[:2] == ["stem", "norm"]:
+        return f"{pre}.{_STEM_NAMES[modality]}.norm_layer.{parts[2]}"
+    if parts[:2] == ["stem", "norm_pre"]:
+        return f"{trunk}.pre_transformer_layer.0.{parts[2]}"
+    if key == "stem.pos_embed":
+        return f"{pre}.pos_embed" if modality in ("text", "imu") else f"{pre}.pos_embedding_helper.pos_embed"
+    if key in ("stem.cls_token", "stem.token_embedding.weight"):
+        return f"{pre}.{key[5:]}"
+    if parts[:2] == ["trunk", "blocks"]:
+        i, rest = parts[2], parts[3:]
+        renames = {("attn", "qkv"): ["attn", f"in_proj_{rest[-1]}"], ("attn", "proj"): ["attn", "out_proj", rest[-1]],
+                   ("norm1",): ["norm_1", rest[-1]], ("norm2",): ["norm_2", rest[-1]]}
+        for prefix, new_rest in renames.items():
+            if tuple(rest[: len(prefix)]) == prefix:
+                rest = new_rest
+                break
+        return f"{trunk}.blocks.{i}.{'.'.join(rest)}"
+    if parts[:2] == ["head", "norm"]:
+        return f"{head}.proj.0.{parts[2]}" if modality == "text" else f"{head}.0.{parts[2]}"
+    if key == "head.proj.weight":
+        return f"{head}.proj.1.weight" if modality == "text" else f"{head}.{_HEAD_PROJ_INDEX.get(modality, 2)}.weight"
+    if key == "log_logit_scale":
+        return f"modality_postprocessors.{modality}.1.log_logit_scale"
+    raise CheckpointError(f"anybind key {key!r} of the {modality} tower has no ImageBind counterpart")
+
+
+def to_imagebind_state_dict(towers: Mapping[str, nn.Module]) -> dict[str, torch.Tensor]:
+    """ImageBind-keyed state dict of anybind ``imagebind_*`` towers keyed by anybind modality (``video`` skipped);
+    the text tower's causal mask is added. Tensors are shared, not copied."""
+    by_anybind = {v: k for k, v in MODALITIES.items()}
+    out: dict[str, torch.Tensor] = {}
+    for m, tower in towers.items():
+        if m == "video":
+            continue
+        if m not in by_anybind:
+            raise CheckpointError(f"ImageBind has no {m!r} modality (has {list(by_anybind)})")
+        for key, value in tower.state_dict().items():
+            out[imagebind_key(by_anybind[m], key)] = value
+        if m == "text":
+            n = tower.stem.pos_embed.shape[1]
+            out[_TEXT_MASK] = torch.full((n, n), float("-inf")).triu(1)
+    return out
+
+
 def split_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
     """Group an ImageBind state dict by ImageBind modality, with anybind tower-relative keys."""
     towers: dict[str, dict[str, torch.Tensor]] = {}

@@ -178,3 +178,13 @@ def test_multi_clip_rule_follows_input_rank(tiny_model, inputs):
         each = tiny_model.forward_imagebind({"vision": images})["vision"]
     torch.testing.assert_close(both[0], each.mean(dim=0), **TOL)
     assert FIXTURE.name == "imagebind_tiny"
+
+
+def test_export_to_imagebind_keys_round_trips_exactly(tiny_model, fixture_dir):
+    from anybind.compat.imagebind import to_imagebind_state_dict
+
+    weights = load_pt(fixture_dir, "weights.pt")
+    exported = to_imagebind_state_dict(tiny_model.encoders)
+    assert set(exported) == set(weights)
+    for key, value in weights.items():
+        assert torch.equal(exported[key], value), key
