@@ -64,14 +64,40 @@ def _paths(path: str | Path) -> tuple[Path, Path]:
     return p.with_suffix(".safetensors"), p.with_suffix(".json")
 
 
+def _plain_tensors(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Contiguous CPU tensors with a storage each (safetensors refuses shared storage); only what needs it is copied."""
+    flat, seen = {}, set()
+    for k, v in tensors.items():
+        v = v.detach().cpu().contiguous()
+        ptr = v.untyped_storage().data_ptr()
+        if ptr in seen:
+            v = v.clone()
+        elif ptr:
+            seen.add(ptr)
+        flat[k] = v
+    return flat
+
+
 def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any] | None = None) -> str:
-    """Save tensors atomically as safetensors plus a sidecar; returns the weights' sha256."""
-    from safetensors.torch import save
+    """Save tensors atomically as safetensors plus a sidecar; returns the weights' sha256.
+
+    The file is written straight from the tensors' memory (no serialized copy), so saving a multi-GB model needs
+    no extra memory of its size.
+    """
+    from safetensors.torch import save_file
 
     weights, sidecar = _paths(path)
-    # safetensors refuses shared storage and non-contiguous views; clone to plain tensors
-    flat = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
-    atomic_write_bytes(weights, save(flat))
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=weights.parent, prefix=f".{weights.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(_plain_tensors(tensors), tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, weights)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     digest = sha256_file(weights)
     meta = {"format": FORMAT, "version": VERSION, **(metadata or {}), "sha256": digest}
     atomic_write_json(sidecar, meta)
