@@ -221,3 +221,46 @@ def plot_retrieval_heatmap(metrics: Mapping[str, Any], path: str | Path, metric:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def evaluate_model(
+    model,
+    manifest,
+    *,
+    modalities: Sequence[str] | None = None,
+    trained_pairs: Iterable[frozenset] = (),
+    split: str | None = None,
+    limit: int | None = None,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    match_key: str | None = None,
+    zero_shot: bool = True,
+    prompt: str = "{}",
+    dataset_name: str = "data",
+    ks: Sequence[int] = (1, 5, 10),
+) -> dict[str, Any]:
+    """Embed a manifest and score it: ``{"retrieval": ..., "zero_shot": ..., "eval_samples": n, "eval_errors": [...]}``.
+
+    Zero-shot runs when the model has a text tower and every evaluated sample has a label: each other modality is
+    classified among the labels' prompts (``prompt.format(label)``), reported as ``"<dataset_name>/<modality>"``.
+    """
+    from .data.manifest import Manifest, load_manifest
+
+    if not isinstance(manifest, Manifest):
+        manifest = load_manifest(manifest)
+    manifest = manifest.select(split, limit=limit)
+    errors: list = []
+    emb, ids = embed_manifest(model, manifest, modalities, batch_size, num_workers, match_key="id", errors=errors)
+    by_id = {s.id: s for s in manifest}
+    keys = {m: [by_id[i].key(match_key) for i in rows] for m, rows in ids.items()}
+    out: dict[str, Any] = {"retrieval": retrieval_metrics(emb, keys, trained_pairs, ks), "zero_shot": {}}
+    labels = sorted({s.label for s in manifest if s.label is not None})
+    if zero_shot and "text" in getattr(model, "modalities", []) and labels and all(s.label is not None for s in manifest):
+        class_emb = model.embed({"text": [prompt.format(c) for c in labels]}, batch_size=batch_size)["text"]
+        for m, rows in ids.items():
+            if m != "text":
+                out["zero_shot"][f"{dataset_name}/{m}"] = zero_shot_metrics(
+                    emb[m], class_emb, [by_id[i].label for i in rows], labels)
+    out["eval_samples"] = len(manifest)
+    out["eval_errors"] = [{"id": sid, "modality": m, "error": msg} for sid, m, msg in errors[:20]]
+    return out

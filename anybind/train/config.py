@@ -1,0 +1,133 @@
+"""Structured configs of a training run, registered in Hydra's ConfigStore.
+
+``conf/train.yaml`` starts its defaults list with ``train_schema`` (:class:`TrainConfig`), so every group file and
+every command-line override is checked against these dataclasses when the config is composed: a misspelled key
+(``trainer.max_step=10``) fails before any work starts, naming the key. Only the recipe reads these objects;
+everything it builds takes plain arguments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from omegaconf import MISSING
+
+
+@dataclass
+class ModalityConfig:
+    """One trained modality: the registry encoder and its builder keyword arguments."""
+
+    encoder: str = MISSING
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PairConfig:
+    """A pair trained together; ``loss_weight`` scales its loss, ``sampling_weight`` its share of steps
+    (``data.batching=pair``)."""
+
+    modalities: list[str] = MISSING
+    loss_weight: float = 1.0
+    sampling_weight: float = 1.0
+
+
+@dataclass
+class DataConfig:
+    name: str = "data"  # names zero-shot results: "<name>/<modality>"
+    manifest: str = MISSING  # JSONL or CSV (ARCHITECTURE contract 4)
+    train_split: Optional[str] = "train"  # ignored when no sample declares a split
+    batching: str = "mixed"  # mixed | pair (see anybind.data.sampling)
+    batch_size: int = 32  # per rank
+    steps_per_epoch: Optional[int] = None  # pair batching; default: data size / global batch
+    num_workers: int = 2
+    persistent_workers: bool = True
+    prefetch_factor: int = 2
+    pin_memory: Optional[bool] = None  # default: on when training on CUDA
+    preload: bool = False  # transform every sample once and keep the tensors in memory
+    skip_errors: bool = True  # a bad sample is skipped, counted and reported, never fatal
+    max_samples: Optional[int] = None
+
+
+@dataclass
+class LossConfig:
+    kind: str = "infonce"  # infonce | siglip
+    init_temperature: float = 0.07
+    max_logit_scale: float = 100.0
+    learn_temperature: bool = True
+    shared_temperature: bool = False  # one temperature for all pairs instead of one per pair
+    init_bias: float = -10.0  # siglip only
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 5e-4
+    weight_decay: float = 0.2
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    eps: float = 1e-6
+    warmup_steps: int = 100
+    schedule: str = "cosine"  # cosine | constant
+    min_lr_ratio: float = 0.0  # cosine decays to lr * min_lr_ratio
+    clip_grad_norm: Optional[float] = 1.0
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = 1000  # optimizer steps
+    max_epochs: Optional[int] = None  # when set, max_steps = epochs * batches per epoch / grad_accum
+    grad_accum: int = 1
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (auto: bf16 on CUDA when supported, fp32 on CPU)
+    device: str = "auto"  # auto | cpu | cuda
+    strategy: str = "ddp"  # ddp | fsdp (torchrun only)
+    compile: bool = False
+    grad_checkpointing: bool = False
+    seed: int = 0
+    deterministic: bool = False
+    num_threads: Optional[int] = None  # torch intra-op threads per process (default: cores / local processes)
+    log_every: int = 10
+    eval_every: int = 0  # steps between evaluations; 0 = only at the end
+    ckpt_every: int = 500
+    keep_last: int = 2  # step checkpoints kept besides checkpoints/last
+    progress: bool = True
+    tensorboard: bool = True
+    csv: bool = True
+
+
+@dataclass
+class EvalConfig:
+    enabled: bool = True
+    manifest: Optional[str] = None  # default: data.manifest
+    split: Optional[str] = "val"  # falls back to every sample when the manifest has no splits
+    max_samples: Optional[int] = 1000
+    batch_size: int = 64
+    num_workers: int = 0
+    match_key: Optional[str] = None  # None: the label when present, else the id
+    zero_shot: bool = True  # classify by text prompts of the labels when text is trained
+    prompt: str = "{}"  # e.g. "a photo of a {}"
+    heatmap: bool = True
+
+
+@dataclass
+class TrainConfig:
+    name: str = "anybind"
+    model_size: str = "tiny"  # interpolated into conf/modality/*.yaml encoder names
+    modality: dict[str, ModalityConfig] = field(default_factory=dict)
+    anchor: str = "image"
+    pairs: list[PairConfig] = field(default_factory=list)  # empty: the anchor with every other modality
+    embed_dim: Optional[int] = None  # default: the encoders' own (all must agree)
+    init_from: Optional[str] = None  # anybind checkpoint; towers of matching modalities are loaded
+    freeze: list[str] = field(default_factory=list)  # modalities whose towers are not trained
+    resume: Optional[str] = None  # "latest" or a checkpoint directory / run directory
+    out_dir: Optional[str] = None  # run directory; default: Hydra's (or runs/<name>/<time> outside Hydra)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def register_configs() -> None:
+    """Store the schema under ``train_schema`` (idempotent)."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)

@@ -1,0 +1,416 @@
+"""The training recipe, top to bottom: config -> model -> data -> loss -> optimizer -> loop -> checkpoint + metrics.
+
+Entry points:
+
+* ``anybind-train key=value ...`` / ``python -m anybind.train.recipe`` / ``torchrun ... -m anybind.train.recipe``:
+  :func:`main`, a Hydra app over ``pkg://conf`` (works from any directory and from an installed wheel).
+* Python, no command line: ``run(compose_train_config(["data.manifest=m.jsonl", "debug=smoke"]))`` returns a
+  :class:`RunResult` (run directory, checkpoint path, metrics).
+
+With torchrun, rank 0 owns the run directory: it alone creates it (other ranks are started with
+``hydra.output_subdir=null hydra.run.dir=.`` so Hydra makes nothing for them) and broadcasts its path.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ..checkpoint import atomic_write_bytes, load_tensors
+from ..errors import CheckpointError
+from . import dist
+from .config import TrainConfig, register_configs
+
+log = logging.getLogger("anybind.train")
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    checkpoint_path: Path | None  # checkpoints/last.safetensors: anybind.load() it
+    metrics: dict
+
+
+@dataclass
+class PairSpec:
+    a: str
+    b: str
+    loss_weight: float = 1.0
+    sampling_weight: float = 1.0
+
+    @property
+    def name(self) -> str:
+        return f"{self.a}-{self.b}"
+
+
+def compose_train_config(overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:
+    """Compose ``conf/train.yaml`` with command-line style ``overrides`` (no Hydra app, no run directory)."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_configs()
+    if GlobalHydra.instance().is_initialized():  # e.g. called from inside a Hydra app
+        return compose(config_name, overrides=list(overrides))
+    with initialize_config_module("conf", version_base="1.3"):
+        return compose(config_name, overrides=list(overrides))
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+def resolve_pairs(modalities: Sequence[str], anchor: str, pairs: Sequence[Any], frozen: Sequence[str]) -> list[PairSpec]:
+    """Explicit ``pairs`` (each with ``modalities: [a, b]`` and weights), or the anchor with every other modality.
+
+    Default pairs whose two towers are both frozen are dropped (nothing would train); explicit ones raise.
+    """
+    mods = list(modalities)
+    specs: list[PairSpec] = []
+    if pairs:
+        for p in pairs:
+            ab = list(p["modalities"])
+            if len(ab) != 2 or ab[0] == ab[1]:
+                raise ValueError(f"a pair names two different modalities, got {ab}")
+            missing = [m for m in ab if m not in mods]
+            if missing:
+                raise ValueError(f"pair {ab} uses {missing}, which is not trained (modality={mods}); add it to modality=[...]")
+            if all(m in frozen for m in ab):
+                raise ValueError(f"pair {ab}: both towers are frozen, so nothing of it would train")
+            specs.append(PairSpec(ab[0], ab[1], float(p.get("loss_weight", 1.0)), float(p.get("sampling_weight", 1.0))))
+    else:
+        if anchor not in mods:
+            raise ValueError(f"the anchor {anchor!r} is not among the trained modalities {mods}; add it or give pairs=[...]")
+        specs = [PairSpec(anchor, m) for m in mods if m != anchor and not (anchor in frozen and m in frozen)]
+    if not specs:
+        raise ValueError(f"no pair to train among {mods} (frozen: {list(frozen)}); train at least two modalities")
+    return specs
+
+
+def resolve_model_path(path: str | Path) -> Path:
+    """A model checkpoint from a file, a checkpoint name (``.../last``), a step directory or a run directory."""
+    p = Path(path).expanduser()
+    for cand in (p, p.with_suffix(".safetensors"), p / "model.safetensors", p / "checkpoints" / "last.safetensors"):
+        if cand.is_file() and cand.suffix == ".safetensors":
+            return cand
+    raise CheckpointError(f"init_from={str(path)!r}: no anybind checkpoint there (a .safetensors file with its .json "
+                          f"sidecar, a step directory, or a run directory with checkpoints/last.safetensors)")
+
+
+def load_towers(model, path: str | Path) -> tuple[list[str], list[list[str]]]:
+    """Load the towers of ``path`` whose modality ``model`` also has; returns (loaded modalities, trained pairs)."""
+    path = resolve_model_path(path)
+    state, meta = load_tensors(path)
+    specs = meta.get("encoders") or {}
+    loaded = []
+    for m, enc in model.encoders.items():
+        if m not in specs:
+            continue
+        if specs[m].get("name") != getattr(enc, "registry_name", None):
+            raise CheckpointError(f"init_from {path}: its {m} tower is {specs[m].get('name')!r} but this run builds "
+                                  f"{getattr(enc, 'registry_name', None)!r}; set modality.{m}.encoder to match")
+        prefix = f"encoders.{m}."
+        sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        try:
+            enc.load_state_dict(sub, strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(f"init_from {path}: the {m} tower does not fit (builder kwargs differ?): {exc}") from exc
+        enc.input_contract = dict(specs[m].get("input_contract") or enc.input_contract)
+        loaded.append(m)
+    return loaded, [list(p) for p in meta.get("trained_pairs", [])]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device(name)
+
+
+def resolve_precision(name: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
+    """-> (autocast dtype or None for fp32, whether a GradScaler is needed)."""
+    if name == "auto":
+        name = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if device.type == "cuda" else "fp32"
+    table = {"fp32": (None, False), "32": (None, False), "bf16": (torch.bfloat16, False), "fp16": (torch.float16, True)}
+    if name not in table:
+        raise ValueError(f"trainer.precision must be auto, fp32, bf16 or fp16, got {name!r}")
+    return table[name]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _as_config(cfg: Any) -> DictConfig:
+    """Validate any config (DictConfig, dict or TrainConfig) against the schema."""
+    schema = OmegaConf.structured(TrainConfig)
+    if isinstance(cfg, DictConfig) and OmegaConf.get_type(cfg) is TrainConfig:
+        return cfg
+    return OmegaConf.merge(schema, cfg)
+
+
+def _run_dir(cfg: DictConfig, run_dir: str | Path | None) -> Path:
+    if dist.is_main():
+        if run_dir is None and cfg.out_dir:
+            run_dir = cfg.out_dir
+        if run_dir is None:
+            try:
+                from hydra.core.hydra_config import HydraConfig
+
+                run_dir = HydraConfig.get().runtime.output_dir
+            except ValueError:  # not inside a Hydra app
+                run_dir = Path("runs") / cfg.name / time.strftime("%Y-%m-%d_%H-%M-%S")
+        run_dir = Path(run_dir).resolve()
+        run_dir.mkdir(parents=True, exist_ok=True)
+    return Path(dist.broadcast_object(str(run_dir) if run_dir is not None else None))
+
+
+# ---------------------------------------------------------------------------------------------------- build
+def build_model(cfg: DictConfig):
+    from ..model import create_model
+
+    specs = {m: {"name": c.encoder, **OmegaConf.to_container(c.kwargs, resolve=True)} for m, c in cfg.modality.items()}
+    if not specs:
+        raise ValueError("no modality selected: use modality=[image,text,...]")
+    return create_model(specs, embed_dim=cfg.embed_dim)
+
+
+def build_data(cfg: DictConfig, model, pairs: list[PairSpec], *, rank: int, world: int):
+    """Manifest -> dataset -> batch sampler -> DataLoader (the training split only)."""
+    from torch.utils.data import DataLoader
+
+    from ..data.dataset import ManifestDataset, worker_init
+    from ..data.manifest import load_manifest
+    from ..data.sampling import MixedBatchSampler, PairBatchSampler
+
+    d = cfg.data
+    manifest = load_manifest(d.manifest).select(d.train_split, limit=d.max_samples)
+    counts = manifest.counts()
+    pools = {p.name: ((p.a, p.b), manifest.indices_with(p.a, p.b)) for p in pairs}
+    empty = [n for n, (_, idx) in pools.items() if not idx]
+    if empty:
+        raise ValueError(f"{d.manifest}: no sample has both modalities of {empty} (samples per modality: {counts}); "
+                         f"drop those modalities or add data")
+    used = [m for m in model.modalities if any(m in (p.a, p.b) for p in pairs)]
+    dataset = ManifestDataset(manifest, {m: model.input_contract(m) for m in used}, skip_errors=d.skip_errors)
+    common = dict(seed=cfg.trainer.seed, rank=rank, world_size=world)
+    if d.batching == "mixed":
+        rows = []
+        for s in manifest:
+            have = {m for p in pairs if p.a in s.items and p.b in s.items for m in (p.a, p.b)}
+            rows.append(tuple(m for m in used if m in have))
+        sampler = MixedBatchSampler(rows, used, d.batch_size, **common)
+    elif d.batching == "pair":
+        sampler = PairBatchSampler(pools, {p.name: p.sampling_weight for p in pairs}, d.batch_size,
+                                   steps_per_epoch=d.steps_per_epoch, **common)
+    else:
+        raise ValueError(f"data.batching must be 'mixed' or 'pair', got {d.batching!r}")
+    workers = d.num_workers
+    if d.preload:
+        failed = dataset.preload(num_workers=workers, progress=cfg.trainer.progress and rank == 0)
+        log.info("preloaded %d tensors (%d failed)", len(dataset._cache or {}), failed)
+        workers = 0  # every tensor is in memory: collation is all that is left
+    pin = d.pin_memory if d.pin_memory is not None else torch.cuda.is_available() and cfg.trainer.device != "cpu"
+    loader = DataLoader(
+        dataset, batch_sampler=sampler, collate_fn=dataset.collate, num_workers=workers, pin_memory=pin,
+        persistent_workers=bool(workers and d.persistent_workers), prefetch_factor=d.prefetch_factor if workers else None,
+        worker_init_fn=worker_init if workers else None, generator=torch.Generator().manual_seed(cfg.trainer.seed),
+    )
+    log.info("data: %d samples (%s), %s batching, %d batches of %d per epoch per rank", len(manifest), counts,
+             d.batching, len(sampler), d.batch_size)
+    return dataset, sampler, loader
+
+
+def build_loss(cfg: DictConfig, pairs: list[PairSpec]):
+    from ..losses import ContrastiveLoss
+
+    c = cfg.loss
+    return ContrastiveLoss([(p.a, p.b) for p in pairs], kind=c.kind, weights={p.name: p.loss_weight for p in pairs},
+                           init_temperature=c.init_temperature, max_logit_scale=c.max_logit_scale,
+                           learn_temperature=c.learn_temperature, shared_temperature=c.shared_temperature,
+                           init_bias=c.init_bias)
+
+
+# ------------------------------------------------------------------------------------------------------ run
+def run(cfg: Any, run_dir: str | Path | None = None) -> RunResult:
+    """Train as ``cfg`` says (a composed config, a dict, or a :class:`TrainConfig`); returns a :class:`RunResult`."""
+    cfg = _as_config(cfg)
+    device = resolve_device(cfg.trainer.device)
+    started = dist.init_distributed(device.type) and dist.world_size() > 1
+    try:
+        return _run(cfg, device, run_dir)
+    finally:
+        if started:
+            dist.cleanup()
+
+
+@dataclass
+class Setup:
+    """Everything a run is made of, built from a config (no training yet); see :func:`build_run`."""
+
+    model: Any
+    module: Any
+    pairs: list[PairSpec]
+    frozen: list[str]
+    trained_pairs: list[list[str]]
+    dataset: Any
+    sampler: Any
+    loader: Any
+    optimizer: Any
+    scheduler: Any
+    max_steps: int
+
+
+def build_run(cfg: Any, device: torch.device | str = "cpu") -> Setup:
+    """Build model, data, loss, optimizer and schedule from ``cfg`` (used by :func:`run` and by config tests)."""
+    from .optim import WarmupCosine, build_optimizer
+    from .trainer import TrainModule
+
+    cfg = _as_config(cfg)
+    device = torch.device(device)
+    t, o = cfg.trainer, cfg.optim
+    rank, world = dist.rank(), dist.world_size()
+    seed_everything(t.seed)  # identical initial weights on every rank
+    model = build_model(cfg)
+    prior_pairs: list[list[str]] = []
+    loaded: list[str] = []
+    if cfg.init_from:
+        loaded, prior_pairs = load_towers(model, cfg.init_from)
+        log.info("init_from %s: loaded towers %s", cfg.init_from, loaded)
+    frozen = list(cfg.freeze)
+    unknown = [m for m in frozen if m not in model.modalities]
+    if unknown:
+        raise ValueError(f"freeze={frozen} names {unknown}, which is not trained (modality={model.modalities})")
+    for m in frozen:
+        if m not in loaded:
+            log.warning("freezing the %s tower although it was not loaded from init_from: it stays random", m)
+    pairs = resolve_pairs(model.modalities, cfg.anchor, OmegaConf.to_container(cfg.pairs, resolve=True), frozen)
+    seed_everything(t.seed + rank)  # distinct dropout / drop-path streams per rank
+    dataset, sampler, loader = build_data(cfg, model, pairs, rank=rank, world=world)
+    module = TrainModule(model, build_loss(cfg, pairs), frozen).to(device)
+    if t.grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    if t.compile:
+        for enc in model.encoders.values():
+            enc.compile(dynamic=True)
+    optimizer = build_optimizer(module, lr=o.lr, weight_decay=o.weight_decay, betas=o.betas, eps=o.eps,
+                                fused=True if device.type == "cuda" else None)
+    max_steps = t.max_steps
+    if t.max_epochs:
+        max_steps = math.ceil(t.max_epochs * len(sampler) / max(1, t.grad_accum))
+    scheduler = WarmupCosine(optimizer, total_steps=max_steps, warmup_steps=o.warmup_steps, min_ratio=o.min_lr_ratio,
+                             schedule=o.schedule)
+    this = {frozenset((p.a, p.b)) for p in pairs}
+    trained = [[p.a, p.b] for p in pairs] + [p for p in prior_pairs if frozenset(p) not in this]
+    return Setup(model, module, pairs, frozen, trained, dataset, sampler, loader, optimizer, scheduler, max_steps)
+
+
+def _run(cfg: DictConfig, device: torch.device, run_dir: str | Path | None) -> RunResult:
+    from ..evaluate import evaluate_model
+    from .trainer import Trainer
+
+    t, e = cfg.trainer, cfg.eval
+    rank = dist.rank()
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    torch.set_num_threads(t.num_threads or max(1, (os.cpu_count() or 1) // local_world))
+    if t.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    run_dir = _run_dir(cfg, run_dir)
+    handler = _attach_log_file(run_dir) if rank == 0 else None
+    if rank != 0:
+        logging.getLogger("anybind").setLevel(logging.WARNING)
+    try:
+        resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+        if rank == 0:
+            atomic_write_bytes(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True).encode())
+        s = build_run(cfg, device)
+        log.info("pairs: %s; frozen: %s; run dir %s", ", ".join(p.name for p in s.pairs), s.frozen or "none", run_dir)
+        autocast_dtype, use_scaler = resolve_precision(t.precision, device)
+
+        def evaluate() -> dict:
+            return evaluate_model(
+                s.model, e.manifest or cfg.data.manifest, trained_pairs={frozenset(p) for p in s.trained_pairs},
+                split=e.split, limit=e.max_samples, batch_size=e.batch_size, num_workers=e.num_workers,
+                match_key=e.match_key, zero_shot=e.zero_shot, prompt=e.prompt, dataset_name=cfg.data.name)
+
+        trainer = Trainer(
+            module=s.module, optimizer=s.optimizer, scheduler=s.scheduler, loader=s.loader, sampler=s.sampler,
+            device=device, run_dir=run_dir, max_steps=s.max_steps, grad_accum=t.grad_accum,
+            autocast_dtype=autocast_dtype, use_scaler=use_scaler, clip_grad_norm=cfg.optim.clip_grad_norm,
+            strategy=t.strategy, log_every=t.log_every, eval_every=t.eval_every, ckpt_every=t.ckpt_every,
+            keep_last=t.keep_last, progress=t.progress, tensorboard=t.tensorboard, csv_log=t.csv, heatmap=e.heatmap,
+            evaluate=evaluate if e.enabled else None, eval_on_all_ranks=t.strategy == "fsdp", config=resolved,
+            checkpoint_meta={"trained_pairs": s.trained_pairs, "frozen": s.frozen},
+        )
+        resume_from = None
+        if cfg.resume:
+            from .checkpointing import find_resume_checkpoint
+
+            resume_from = dist.broadcast_object(find_resume_checkpoint(cfg.resume, run_dir) if rank == 0 else None)
+            if resume_from is None:
+                log.info("resume=%s: no checkpoint yet, starting fresh", cfg.resume)
+        metrics = trainer.fit(resume_from)
+        return RunResult(run_dir, trainer.ckpt.last_model, metrics)
+    finally:
+        if handler is not None:
+            logging.getLogger("anybind").removeHandler(handler)
+            handler.close()
+
+
+def _attach_log_file(run_dir: Path) -> logging.Handler | None:
+    """Outside Hydra (which configures its own job log), keep a ``train.log`` in the run directory."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        HydraConfig.get()
+        return None
+    except ValueError:
+        pass
+    handler = logging.FileHandler(run_dir / "train.log")
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    lg = logging.getLogger("anybind")
+    lg.addHandler(handler)
+    if lg.level == logging.NOTSET or lg.level > logging.INFO:
+        lg.setLevel(logging.INFO)
+    return handler
+
+
+# ----------------------------------------------------------------------------------------------- Hydra app
+def _hydra_app():
+    import hydra
+
+    @hydra.main(config_path="pkg://conf", config_name="train", version_base="1.3")
+    def app(cfg: DictConfig) -> float | None:
+        result = run(cfg)
+        ret = result.metrics.get("retrieval", {}) if result.metrics else {}
+        r1 = [v["R@1"] for v in ret.values() if isinstance(v.get("R@1"), float) and not math.isnan(v["R@1"])]
+        return sum(r1) / len(r1) if r1 else None  # the value a sweeper would optimize
+
+    return app
+
+
+def main() -> None:
+    """``anybind-train``: the Hydra entry point (single process, multirun sweeps, or one torchrun rank)."""
+    register_configs()
+    if dist.env_world_size() > 1 and dist.env_rank() > 0:
+        # Only rank 0 creates the run directory; this rank gets its path by broadcast once the group is up.
+        extra = ["hydra.output_subdir=null", "hydra/job_logging=stdout"]
+        if not any(a.startswith("hydra.run.dir=") for a in sys.argv[1:]):
+            extra.append("hydra.run.dir=.")
+        sys.argv += extra
+    _hydra_app()()
+
+
+if __name__ == "__main__":
+    main()
