@@ -100,16 +100,21 @@ def write_audio_only_container(path: Path, seconds: float = 0.2) -> Path:
     """A Matroska/WebM file holding only an audio stream (a "video" without frames)."""
     import av
 
-    rate = 16000
+    codec, rate = ("libopus", 48000) if path.suffix == ".webm" else ("flac", 16000)
     with av.open(str(path), "w") as out:
-        stream = out.add_stream("flac" if path.suffix != ".webm" else "libopus", rate=rate if path.suffix != ".webm"
-                                else 48000)
-        r = stream.rate
-        samples = (0.1 * np.sin(np.arange(int(seconds * r)) / 10)).astype(np.float32)[None]
-        frame = av.AudioFrame.from_ndarray(samples, format="flt", layout="mono")
-        frame.sample_rate = r
-        for packet in stream.encode(frame):
-            out.mux(packet)
+        stream = out.add_stream(codec, rate=rate)
+        stream.layout = "mono"
+        fmt = stream.codec_context.format.name
+        n = int(seconds * rate)
+        step = stream.codec_context.frame_size or n
+        samples = (0.1 * np.sin(np.arange(n) / 10)).astype(np.float32)
+        for start in range(0, n, step):
+            chunk = np.pad(samples[start:start + step], (0, max(0, start + step - n)))
+            data = (chunk * 32767).astype(np.int16) if fmt == "s16" else chunk
+            frame = av.AudioFrame.from_ndarray(data[None], format=fmt, layout="mono")
+            frame.sample_rate, frame.pts = rate, start
+            for packet in stream.encode(frame):
+                out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
     return path

@@ -214,6 +214,10 @@ class VideoSource:
 
     def _open(self):
         if self._reader is None:
+            try:  # PyAV's FFmpeg must load before decord's: the other order breaks PyAV's VP8 encoder in-process
+                import av  # noqa: F401
+            except ImportError:
+                pass
             import decord
 
             try:

@@ -288,11 +288,11 @@ class LogMelTransform:
                                               f"{_describe(wave)}")
         if wave.ndim not in (1, 2):
             raise InputError(source, "audio", f"expected a 1-D or (channels, samples) waveform, got {_describe(wave)}")
+        if wave.numel() == 0:
+            raise InputError(source, "audio", f"zero-length audio: {_describe(wave)}")
         if wave.ndim == 2 and wave.shape[0] > wave.shape[1]:
             raise InputError(source, "audio", f"expected (channels, samples), got {_describe(wave)} (samples first? "
                                               "transpose it)")
-        if wave.numel() == 0:
-            raise InputError(source, "audio", f"zero-length audio: {_describe(wave)}")
         if wave.dtype == torch.int16:
             wave = wave.float() / 32768.0
         elif wave.dtype == torch.int32:
