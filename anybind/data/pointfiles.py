@@ -328,9 +328,10 @@ def _triangulate(path: Path, faces, num_vertices: int) -> np.ndarray:
     if not tris:
         raise InputError(path, "points", "mesh has faces but none with 3 or more vertices")
     tris = np.concatenate(tris)
-    if tris.min() < 0 or tris.max() >= num_vertices:
-        raise InputError(path, "points", f"face refers to vertex {int(tris.max() if tris.max() >= num_vertices else tris.min())}"
-                                         f" but the mesh has {num_vertices} vertices")
+    bad = tris[(tris < 0) | (tris >= num_vertices)]
+    if bad.size:
+        raise InputError(path, "points", f"face refers to vertex {int(bad[0])} but the mesh has {num_vertices} "
+                                         "vertices")
     return tris
 
 

@@ -276,9 +276,9 @@ class LogMelTransform:
         """Validate the input -> (mono float32 (samples,), sample rate)."""
         sr = self.sample_rate
         if isinstance(raw, (tuple, list)):
-            if len(raw) != 2 or not isinstance(raw[1], (int, np.integer)):
-                raise InputError(source, "audio", f"expected (waveform, sample_rate), got a {type(raw).__name__} of "
-                                                  f"{len(raw)} items")
+            if len(raw) != 2 or not isinstance(raw[1], (int, float, np.number)) or raw[1] != int(raw[1]):
+                raise InputError(source, "audio", f"expected (waveform, sample_rate) with a whole-number rate, got a "
+                                                  f"{type(raw).__name__} of {len(raw)} items")
             raw, sr = raw[0], int(raw[1])
             if sr <= 0:
                 raise InputError(source, "audio", f"invalid sample rate {sr}")

@@ -126,6 +126,12 @@ def test_audio_formats_rates_and_channels(tmp_path, ext, rate, channels):
         torch.testing.assert_close(rms, torch.full((channels,), 0.5 / 2 ** 0.5), atol=0.06, rtol=0)
 
 
+def test_ogg_opus(tmp_path):
+    wave, sr = read_audio(write_audio(tmp_path / "a.ogg", seconds=0.5, sample_rate=48000, subtype="OPUS"))
+    assert sr == 48000 and wave.shape[0] == 1 and abs(wave.shape[1] - 24000) < 4800
+    assert abs(float(wave.pow(2).mean().sqrt()) - 0.5 / 2 ** 0.5) < 0.06
+
+
 def test_pcm16_decodes_as_int16_over_32768(tmp_path):
     import soundfile as sf
 
@@ -157,7 +163,7 @@ def test_ogg_clips_from_shared_data():
 # ----------------------------------------------------------------------------------------------------- video
 
 
-@pytest.mark.parametrize("ext", ["mp4", "webm", "avi", "mkv"])
+@pytest.mark.parametrize("ext", ["mp4", "webm", "avi", "mkv", "mov"])
 def test_video_containers_decode_the_requested_frames(tmp_path, ext):
     src = read_video(write_video(tmp_path / f"a.{ext}", frames=12, fps=12, size=(64, 48)))
     assert isinstance(src, VideoSource) and src.num_frames == 12 and src.fps == pytest.approx(12, rel=0.01)
