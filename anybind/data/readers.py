@@ -190,14 +190,12 @@ def _read_audio_librosa(path: Path, sf_exc: Exception) -> tuple[torch.Tensor, in
 
 
 class VideoSource:
-    """A video file opened lazily with decord; frames are decoded only on :meth:`get_frames`.
+    """A video file opened with decord; no frame is decoded until :meth:`get_frames` asks for it.
 
-    ``num_frames`` and ``fps`` come from the container. ``frames_decoded`` counts the frames returned so far
+    ``num_frames`` and ``fps`` come from the container index. ``frames_decoded`` counts the frames returned so far
     (each ``get_frames`` call is one batched decord ``get_batch``), which makes "decode only what you keep"
     checkable. Picklable: the decoder is reopened after unpickling.
     """
-
-    modality = "video"
 
     def __init__(self, path: str | Path, *, num_threads: int = 1):
         self.path = Path(path)
