@@ -74,10 +74,11 @@ class IndexParams:
     hnsw_m: int = 32
     ef_construction: int = 80
     ef_search: int | None = None    # tuned to target_recall when None
-    ivf_nlist: int | None = None    # ~4 sqrt(n)
-    pq_m: int | None = None         # bytes per code; D/8 by default (must divide D)
+    ivf_nlist: int | None = None    # ~sqrt(n) lists
+    pq_m: int | None = None         # bytes per code (must divide D); D/16 with refine, D/8 without
+    pq_train_iters: int = 10        # k-means iterations of the product quantizer (faiss default 25: slow, no better here)
     refine: bool | None = None      # exact re-ranking of IVF-PQ candidates; None: when memory allows
-    k_factor: int = 8               # candidates re-ranked per result when refining
+    k_factor: int = 8               # candidates re-ranked per result when refining (raised by tuning if needed)
     nprobe: int | None = None       # tuned to target_recall when None
     target_recall: float = 0.95
     tune_queries: int = 200
@@ -95,7 +96,7 @@ def estimate_memory(kind: str, n: int, d: int, params: IndexParams | None = None
         return int(n * d * 4 + n * p.hnsw_m * 2 * 4 * 1.15 + n * 16)
     if kind == "ivfpq":
         nlist = p.ivf_nlist or _default_nlist(n)
-        m = p.pq_m or _default_pq_m(d)
+        m = p.pq_m or _default_pq_m(d, refine)
         return n * (m + 8) + nlist * d * 4 + (n * d * 4 if refine else 0)
     raise ValueError(f"unknown index kind {kind!r}; expected one of {KINDS}")
 
@@ -113,11 +114,12 @@ def choose_kind(n: int, d: int, memory_budget: int | None = None, params: IndexP
 
 
 def _default_nlist(n: int) -> int:
-    return int(max(1, min(65536, round(4 * math.sqrt(n)))))
+    return int(max(1, min(65536, round(math.sqrt(n)))))
 
 
-def _default_pq_m(d: int) -> int:
-    for m in (d // 8, d // 4, d // 2, d):
+def _default_pq_m(d: int, refine: bool = True) -> int:
+    """Bytes per code: D/16 when candidates are re-ranked exactly (codes only shortlist), D/8 otherwise."""
+    for m in ((d // 16, d // 8) if refine else (d // 8,)) + (d // 4, d // 2, d):
         if m >= 1 and d % m == 0 and m <= 128:
             return m
     return 1
@@ -205,7 +207,7 @@ class _Part:
             hnsw_m=self.settings.get("m", 32), ivf_nlist=self.settings.get("nlist"), pq_m=self.settings.get("pq_m")), refine)
 
 
-def _tune(part: _Part, base: np.ndarray, queries: np.ndarray, knob: str, values: Sequence[int], params: IndexParams) -> None:
+def _tune(part: _Part, base: np.ndarray, queries: np.ndarray, knob: str, values: Sequence[int], params: IndexParams) -> float:
     """Set ``knob`` to the smallest value whose recall@``tune_k`` on ``queries`` reaches ``target_recall``.
 
     ``queries`` are stored vectors held out of the index while tuning (added afterwards), so they behave like
@@ -225,6 +227,7 @@ def _tune(part: _Part, base: np.ndarray, queries: np.ndarray, knob: str, values:
     part.settings[knob] = chosen
     part.settings["tuned_recall"] = round(recall, 4)
     part.apply_settings()
+    return recall
 
 
 def _split_for_tuning(n: int, params: IndexParams, needed: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -258,15 +261,16 @@ def _build_part(modality: str, vectors: np.ndarray, rows: np.ndarray, kind: str,
     elif kind == "ivfpq":
         nlist = params.ivf_nlist or _default_nlist(n)
         nlist = max(1, min(nlist, n // 39 or 1))
-        m = params.pq_m or _default_pq_m(d)
+        m = params.pq_m or _default_pq_m(d, refine)
         if d % m:
             raise ValueError(f"pq_m={m} must divide the vector width {d}")
         nbits = 8 if n >= 256 * 39 else max(4, min(8, int(math.log2(max(16, n // 39)))))
         kept, held = _split_for_tuning(n, params, params.nprobe is None and params.tune_vectors is None)
         quantizer = faiss.IndexFlatIP(d)
         ivf = faiss.IndexIVFPQ(quantizer, d, nlist, m, nbits, faiss.METRIC_INNER_PRODUCT)
+        ivf.pq.cp.niter = params.pq_train_iters
         rng = np.random.default_rng(params.seed)
-        cap = 256 * max(nlist, 1 << nbits)
+        cap = max(64 * nlist, 40 * (1 << nbits))  # k-means cost grows with the sample: enough points per centroid
         ivf.train(vectors if n <= cap else vectors[np.sort(rng.choice(n, cap, replace=False))])
         impl = faiss.IndexRefineFlat(ivf) if refine else ivf
         impl.add(vectors[kept] if len(held) else vectors)
@@ -280,10 +284,20 @@ def _build_part(modality: str, vectors: np.ndarray, rows: np.ndarray, kind: str,
     if fixed is not None:
         part.settings[knob] = fixed
         part.apply_settings()
-    elif params.tune_vectors is not None:
-        _tune(part, vectors, normalize(_as_float32(params.tune_vectors)), knob, values, params)
-    elif len(held):
-        _tune(part, vectors[kept], vectors[held], knob, values, params)
+    elif params.tune_vectors is not None or len(held):
+        base, queries = ((vectors, normalize(_as_float32(params.tune_vectors))) if params.tune_vectors is not None
+                         else (vectors[kept], vectors[held]))
+        factors = [params.k_factor * f for f in (1, 2, 4, 8)] if kind == "ivfpq" and refine else [None]
+        for kf in factors:  # re-rank more candidates when the probes alone cannot reach the target
+            if kf is not None:
+                part.settings["k_factor"] = kf
+            recall = _tune(part, base, queries, knob, values, params)
+            if recall >= params.target_recall:
+                break
+        if recall < params.target_recall:
+            log.warning("%s index of %d %s vectors reaches recall@%d %.2f at most (target %.2f); the data may be "
+                        "near-uniform, where exact search (kind='flat') is the honest choice", kind, n, modality,
+                        params.tune_k, recall, params.target_recall)
     else:  # too small to hold anything out: search generously
         part.settings[knob] = values[min(len(values) - 1, 6)]
         part.apply_settings()
