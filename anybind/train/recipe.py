@@ -61,9 +61,12 @@ def compose_train_config(overrides: Sequence[str] = (), config_name: str = "trai
 
     register_configs()
     if GlobalHydra.instance().is_initialized():  # e.g. called from inside a Hydra app
-        return compose(config_name, overrides=list(overrides))
-    with initialize_config_module("conf", version_base="1.3"):
-        return compose(config_name, overrides=list(overrides))
+        cfg = compose(config_name, overrides=list(overrides))
+    else:
+        with initialize_config_module("conf", version_base="1.3"):
+            cfg = compose(config_name, overrides=list(overrides))
+    _as_config(cfg)
+    return cfg
 
 
 # ------------------------------------------------------------------------------------------------- helpers
@@ -152,11 +155,14 @@ def seed_everything(seed: int) -> None:
 
 
 def _as_config(cfg: Any) -> DictConfig:
-    """Validate any config (DictConfig, dict or TrainConfig) against the schema."""
-    schema = OmegaConf.structured(TrainConfig)
-    if isinstance(cfg, DictConfig) and OmegaConf.get_type(cfg) is TrainConfig:
-        return cfg
-    return OmegaConf.merge(schema, cfg)
+    """Validate any config (DictConfig, dict or TrainConfig) against the schema.
+
+    Hydra already checks every key while composing, except keys added with ``+key=value`` (Hydra opens the
+    struct for those); merging into a fresh schema catches them too, naming the key.
+    """
+    if isinstance(cfg, DictConfig):  # a plain copy: merging two typed configs would carry the extra keys over
+        cfg = OmegaConf.to_container(cfg, resolve=False)
+    return OmegaConf.merge(OmegaConf.structured(TrainConfig), cfg)
 
 
 def _run_dir(cfg: DictConfig, run_dir: str | Path | None) -> Path:
@@ -185,22 +191,29 @@ def build_model(cfg: DictConfig):
     return create_model(specs, embed_dim=cfg.embed_dim)
 
 
-def build_data(cfg: DictConfig, model, pairs: list[PairSpec], *, rank: int, world: int):
-    """Manifest -> dataset -> batch sampler -> DataLoader (the training split only)."""
-    from torch.utils.data import DataLoader
-
-    from ..data.dataset import ManifestDataset, worker_init
+def load_train_manifest(cfg: DictConfig, pairs: list[PairSpec]):
+    """The training split of ``data.manifest``; raises when a trained pair has no sample with both modalities."""
     from ..data.manifest import load_manifest
-    from ..data.sampling import MixedBatchSampler, PairBatchSampler
 
     d = cfg.data
     manifest = load_manifest(d.manifest).select(d.train_split, limit=d.max_samples)
+    empty = [p.name for p in pairs if not manifest.indices_with(p.a, p.b)]
+    if empty:
+        raise ValueError(f"{d.manifest}: no sample has both modalities of {empty} (samples per modality: "
+                         f"{manifest.counts()}); drop those modalities or add data")
+    return manifest
+
+
+def build_data(cfg: DictConfig, model, pairs: list[PairSpec], manifest, *, rank: int, world: int):
+    """Training manifest -> dataset -> batch sampler -> DataLoader."""
+    from torch.utils.data import DataLoader
+
+    from ..data.dataset import ManifestDataset, worker_init
+    from ..data.sampling import MixedBatchSampler, PairBatchSampler
+
+    d = cfg.data
     counts = manifest.counts()
     pools = {p.name: ((p.a, p.b), manifest.indices_with(p.a, p.b)) for p in pairs}
-    empty = [n for n, (_, idx) in pools.items() if not idx]
-    if empty:
-        raise ValueError(f"{d.manifest}: no sample has both modalities of {empty} (samples per modality: {counts}); "
-                         f"drop those modalities or add data")
     used = [m for m in model.modalities if any(m in (p.a, p.b) for p in pairs)]
     dataset = ManifestDataset(manifest, {m: model.input_contract(m) for m in used}, skip_errors=d.skip_errors)
     common = dict(seed=cfg.trainer.seed, rank=rank, world_size=world)
@@ -277,9 +290,16 @@ def build_run(cfg: Any, device: torch.device | str = "cpu") -> Setup:
     from .trainer import TrainModule
 
     cfg = _as_config(cfg)
+    OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # a missing ??? value fails here, named
     device = torch.device(device)
     t, o = cfg.trainer, cfg.optim
     rank, world = dist.rank(), dist.world_size()
+    frozen = list(cfg.freeze)
+    unknown = [m for m in frozen if m not in cfg.modality]
+    if unknown:
+        raise ValueError(f"freeze={frozen} names {unknown}, which is not trained (modality={list(cfg.modality)})")
+    pairs = resolve_pairs(list(cfg.modality), cfg.anchor, OmegaConf.to_container(cfg.pairs, resolve=True), frozen)
+    manifest = load_train_manifest(cfg, pairs)  # before building towers: data problems fail fast
     seed_everything(t.seed)  # identical initial weights on every rank
     model = build_model(cfg)
     prior_pairs: list[list[str]] = []
@@ -287,16 +307,11 @@ def build_run(cfg: Any, device: torch.device | str = "cpu") -> Setup:
     if cfg.init_from:
         loaded, prior_pairs = load_towers(model, cfg.init_from)
         log.info("init_from %s: loaded towers %s", cfg.init_from, loaded)
-    frozen = list(cfg.freeze)
-    unknown = [m for m in frozen if m not in model.modalities]
-    if unknown:
-        raise ValueError(f"freeze={frozen} names {unknown}, which is not trained (modality={model.modalities})")
     for m in frozen:
         if m not in loaded:
             log.warning("freezing the %s tower although it was not loaded from init_from: it stays random", m)
-    pairs = resolve_pairs(model.modalities, cfg.anchor, OmegaConf.to_container(cfg.pairs, resolve=True), frozen)
     seed_everything(t.seed + rank)  # distinct dropout / drop-path streams per rank
-    dataset, sampler, loader = build_data(cfg, model, pairs, rank=rank, world=world)
+    dataset, sampler, loader = build_data(cfg, model, pairs, manifest, rank=rank, world=world)
     module = TrainModule(model, build_loss(cfg, pairs), frozen).to(device)
     if t.grad_checkpointing:
         model.set_grad_checkpointing(True)
