@@ -220,9 +220,17 @@ def _run(tasks: list, num_workers: int, progress: bool) -> list[dict]:
                 rows.append(render_sample(t))
                 bar.update()
         else:
-            # spawn: safe whatever the parent holds (threads, torch); one BLAS thread per worker.
+            # fork where the platform has it: a spawned worker would re-import anybind (and torch), ~2 s each.
+            # Workers only use numpy, PIL and PyAV, never torch, so forking a parent that holds torch threads
+            # is safe here. One BLAS thread per worker.
+            method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+            if method == "fork":  # build the point-cloud surface banks once, workers inherit them
+                from .cloud import surface_bank
+
+                for shape in SHAPES:
+                    surface_bank(shape)
             with _single_threaded_children():
-                pool = mp.get_context("spawn").Pool(num_workers)
+                pool = mp.get_context(method).Pool(num_workers)
             with pool:
                 chunk = max(1, min(16, len(tasks) // (4 * num_workers)))
                 for row in pool.imap_unordered(render_sample, tasks, chunksize=chunk):
