@@ -13,7 +13,7 @@ import torch
 
 import anybind
 from anybind.data.world import (COLORS, MOTIONS, SHAPES, SPLITS, Attributes, all_combinations, caption,
-                                generate_world, label_of, parse_caption)
+                                generate_world, label_of, parse_caption, shared_attributes)
 from anybind.data.world.__main__ import main as world_cli
 from anybind.data.world.attributes import COLOR_BASE_HZ, COLOR_RGB, MOTION_IMAGE, split_combinations
 from anybind.data.world.cloud import MARKER_HALF, make_cloud
@@ -111,6 +111,18 @@ def test_manifests_list_every_modality_with_relative_paths_and_labels(world):
                 assert (world.manifests[split].parent / r[m]).is_file()
     assert world.visibility == {m: ["color", "shape", "size", "motion"]
                                 for m in ("image", "text", "audio", "video", "points")}
+
+
+def test_match_keys_use_the_attributes_both_modalities_express(world):
+    a = {"shape": "cube", "color": "red", "size": "large", "motion": "left"}
+    assert label_of(a) == "red-cube-large-left"
+    assert shared_attributes("image", "audio", world.visibility) == ("color", "shape", "size", "motion")
+    partial = {**world.visibility, "points": ["shape", "size", "motion"]}  # e.g. an xyz-only points encoder
+    assert label_of(a, shared_attributes("points", "text", partial)) == "cube-large-left"
+    with pytest.raises(KeyError, match="depth"):
+        shared_attributes("depth", "image")
+    with pytest.raises(ValueError, match="unknown attribute"):
+        label_of(a, ("hue",))
 
 
 def test_manifest_loads_with_anybind_manifest_reader(world):

@@ -16,10 +16,10 @@ Command line: ``python -m anybind.data.world OUT [--n-train N ...]``.
 from .attributes import (ATTRIBUTE_NAMES, COLORS, MOTIONS, SHAPES, SIZES, Attributes, all_combinations,
                          label_of)
 from .captions import caption, parse_caption
-from .generate import SPLITS, VISIBILITY, WORLD_VERSION, WorldInfo, WorldParams, generate_world
+from .generate import SPLITS, VISIBILITY, WORLD_VERSION, WorldInfo, WorldParams, generate_world, shared_attributes
 
 __all__ = [
     "ATTRIBUTE_NAMES", "Attributes", "COLORS", "MOTIONS", "SHAPES", "SIZES", "SPLITS", "VISIBILITY",
     "WORLD_VERSION", "WorldInfo", "WorldParams", "all_combinations", "caption", "generate_world", "label_of",
-    "parse_caption",
+    "parse_caption", "shared_attributes",
 ]

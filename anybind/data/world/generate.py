@@ -38,6 +38,17 @@ MODALITY_EXT = {"image": ".png", "audio": ".wav", "video": ".mp4", "points": ".n
 VISIBILITY = {m: list(ATTRIBUTE_NAMES) for m in ("image", "text", "audio", "video", "points")}
 
 
+def shared_attributes(a: str, b: str, visibility: dict[str, list[str]] | None = None) -> tuple[str, ...]:
+    """The attributes both modalities ``a`` and ``b`` express (label order): the match key of the pair a->b is
+    ``label_of(attributes, shared_attributes(a, b))``. With the built-in renderers that is all four for every pair.
+    """
+    vis = VISIBILITY if visibility is None else visibility
+    for m in (a, b):
+        if m not in vis:
+            raise KeyError(f"no visibility recorded for modality {m!r} (known: {', '.join(sorted(vis))})")
+    return tuple(k for k in ATTRIBUTE_NAMES if k in vis[a] and k in vis[b])
+
+
 @dataclass
 class WorldParams:
     n_train: int = 3000
