@@ -134,18 +134,20 @@ class ContrastiveLoss(nn.Module):
         self.shared = shared_temperature
         keys = ["shared"] if shared_temperature else names
         init = math.log(1.0 / init_temperature)
+        # shape (1,) rather than scalars: FSDP cannot shard 0-d parameters
         self.log_scale = nn.ParameterDict(
-            {k: nn.Parameter(torch.tensor(init), requires_grad=learn_temperature) for k in keys}
+            {k: nn.Parameter(torch.full((1,), init), requires_grad=learn_temperature) for k in keys}
         )
         self.bias = (
-            nn.ParameterDict({k: nn.Parameter(torch.tensor(float(init_bias))) for k in keys}) if kind == "siglip" else None
+            nn.ParameterDict({k: nn.Parameter(torch.full((1,), float(init_bias))) for k in keys})
+            if kind == "siglip" else None
         )
 
     def _key(self, name: str) -> str:
         return "shared" if self.shared else name
 
     def logit_scale(self, name: str) -> torch.Tensor:
-        return self.log_scale[self._key(name)].clamp(max=self.max_log_scale).exp()
+        return self.log_scale[self._key(name)].clamp(max=self.max_log_scale).exp().squeeze(0)
 
     @torch.no_grad()
     def clamp_(self) -> None:
@@ -174,7 +176,7 @@ class ContrastiveLoss(nn.Module):
                 if self.kind == "infonce":
                     loss, n = infonce_loss(features[a], features[b], scale, both)
                 else:
-                    loss, n = siglip_loss(features[a], features[b], scale, self.bias[self._key(name)], both)
+                    loss, n = siglip_loss(features[a], features[b], scale, self.bias[self._key(name)].squeeze(0), both)
                 out.loss = out.loss + self.weights[name] * loss
                 out.pairs[name] = loss.detach()
                 out.counts[name] = n

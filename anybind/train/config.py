@@ -37,6 +37,7 @@ class DataConfig:
     name: str = "data"  # names zero-shot results: "<name>/<modality>"
     manifest: str = MISSING  # JSONL or CSV (ARCHITECTURE contract 4)
     train_split: Optional[str] = "train"  # ignored when no sample declares a split
+    val_manifest: Optional[str] = None  # evaluation data (default: manifest, split eval.split)
     batching: str = "mixed"  # mixed | pair (see anybind.data.sampling)
     batch_size: int = 32  # per rank
     steps_per_epoch: Optional[int] = None  # pair batching; default: data size / global batch
@@ -96,7 +97,7 @@ class TrainerConfig:
 @dataclass
 class EvalConfig:
     enabled: bool = True
-    manifest: Optional[str] = None  # default: data.manifest
+    manifest: Optional[str] = None  # default: data.val_manifest, else data.manifest
     split: Optional[str] = "val"  # falls back to every sample when the manifest has no splits
     max_samples: Optional[int] = 1000
     batch_size: int = 64

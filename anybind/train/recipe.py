@@ -287,7 +287,7 @@ class Setup:
 def build_run(cfg: Any, device: torch.device | str = "cpu") -> Setup:
     """Build model, data, loss, optimizer and schedule from ``cfg`` (used by :func:`run` and by config tests)."""
     from .optim import WarmupCosine, build_optimizer
-    from .trainer import TrainModule
+    from .trainer import TrainModule, shard_towers
 
     cfg = _as_config(cfg)
     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # a missing ??? value fails here, named
@@ -315,6 +315,10 @@ def build_run(cfg: Any, device: torch.device | str = "cpu") -> Setup:
     module = TrainModule(model, build_loss(cfg, pairs), frozen).to(device)
     if t.grad_checkpointing:
         model.set_grad_checkpointing(True)
+    if t.strategy == "fsdp" and world > 1:
+        shard_towers(module)
+    elif t.strategy not in ("ddp", "fsdp"):
+        raise ValueError(f"trainer.strategy must be 'ddp' or 'fsdp', got {t.strategy!r}")
     if t.compile:
         for enc in model.encoders.values():
             enc.compile(dynamic=True)
@@ -355,7 +359,8 @@ def _run(cfg: DictConfig, device: torch.device, run_dir: str | Path | None) -> R
 
         def evaluate() -> dict:
             return evaluate_model(
-                s.model, e.manifest or cfg.data.manifest, trained_pairs={frozenset(p) for p in s.trained_pairs},
+                s.model, e.manifest or cfg.data.val_manifest or cfg.data.manifest,
+                trained_pairs={frozenset(p) for p in s.trained_pairs},
                 split=e.split, limit=e.max_samples, batch_size=e.batch_size, num_workers=e.num_workers,
                 match_key=e.match_key, zero_shot=e.zero_shot, prompt=e.prompt, dataset_name=cfg.data.name)
 

@@ -144,15 +144,8 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------------- set-up
     def _wrap(self, module: nn.Module) -> nn.Module:
-        if dist.world_size() == 1:
+        if dist.world_size() == 1 or self.strategy == "fsdp":  # FSDP: towers were sharded by shard_towers()
             return module
-        if self.strategy == "fsdp":
-            from torch.distributed.fsdp import fully_shard
-
-            for m, enc in module.model.encoders.items():
-                if m not in module.frozen:
-                    fully_shard(enc)
-            return fully_shard(module)
         ids = [self.device.index] if self.device.type == "cuda" else None
         # towers outside this step's pair, and rank-local absent modalities, get no gradient: find them each step
         return nn.parallel.DistributedDataParallel(module, device_ids=ids, find_unused_parameters=True)
@@ -304,10 +297,15 @@ class Trainer:
             sums["loss"] = sums.get("loss", 0.0) + out.loss.detach() / self.grad_accum
             for name, v in out.pairs.items():
                 sums[f"loss/{name}"] = sums.get(f"loss/{name}", 0.0) + v / self.grad_accum
+        if self.strategy == "fsdp" and dist.world_size() > 1:  # the loss's own (unsharded) parameters
+            for p in self.module.loss.parameters():
+                if p.grad is not None:
+                    dist.all_reduce_sum(p.grad).div_(dist.world_size())
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         if self.clip:
-            sums["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.params, self.clip)
+            sums["grad_norm"] = (clip_grad_norm(self.params, self.clip) if self.strategy == "fsdp"
+                                 else torch.nn.utils.clip_grad_norm_(self.params, self.clip))
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -399,6 +397,36 @@ class Trainer:
             if self._tb is not None:
                 self._tb.close()
         return self.metrics
+
+
+def shard_towers(module: TrainModule) -> None:
+    """FSDP (torchrun, ``trainer.strategy=fsdp``): shard every tower's parameters, gradients and optimizer state.
+
+    Call before building the optimizer. The loss's few temperature parameters stay replicated; the trainer
+    averages their gradients itself.
+    """
+    from torch.distributed.fsdp import fully_shard
+
+    for enc in module.model.encoders.values():
+        fully_shard(enc)
+
+
+def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """Clip the global gradient norm of ``params``, which may mix FSDP-sharded (DTensor) and plain tensors."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    sq = torch.zeros((), device=grads[0].device)
+    for g in grads:
+        n = torch.linalg.vector_norm(g.float())
+        if hasattr(n, "full_tensor"):  # a DTensor norm: its value over all shards
+            n = n.full_tensor()
+        sq = sq + n.square()
+    total = sq.sqrt()
+    coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(coef.to(g.device))
+    return total
 
 
 def _plain_copy(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:

@@ -29,14 +29,21 @@ def curve(run_dir: Path) -> list[float]:
         return [float(r["loss"]) for r in csv.DictReader(f)]
 
 
-def test_torchrun_ddp_matches_one_process_and_rank0_owns_the_run_dir(manifest, tmp_path):
-    ref = run(compose_train_config([f"data.manifest={manifest}", *COMMON, "data.batch_size=4"]),
-              run_dir=tmp_path / "single")
+@pytest.fixture(scope="module")
+def reference(manifest, tmp_path_factory):
+    """One process, global batch 4."""
+    return run(compose_train_config([f"data.manifest={manifest}", *COMMON, "data.batch_size=4"]),
+               run_dir=tmp_path_factory.mktemp("single"))
 
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_torchrun_matches_one_process_and_rank0_owns_the_run_dir(strategy, manifest, reference, tmp_path):
+    ref = reference
     workdir = tmp_path / "work"
     workdir.mkdir()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
-           "anybind.train.recipe", f"data.manifest={manifest}", *COMMON, "data.batch_size=2", "trainer.progress=false"]
+           "anybind.train.recipe", f"data.manifest={manifest}", *COMMON, "data.batch_size=2", "trainer.progress=false",
+           f"trainer.strategy={strategy}"]
     proc = subprocess.run(cmd, cwd=workdir, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
