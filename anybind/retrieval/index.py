@@ -295,7 +295,7 @@ def _build_part(modality: str, vectors: np.ndarray, rows: np.ndarray, kind: str,
             if recall >= params.target_recall:
                 break
         if recall < params.target_recall:
-            log.warning("%s index of %d %s vectors reaches recall@%d %.2f at most (target %.2f); the data may be "
+            log.warning("%s index of %d vectors (modality %s) reaches recall@%d %.2f at most (target %.2f); the data may be "
                         "near-uniform, where exact search (kind='flat') is the honest choice", kind, n, modality,
                         params.tune_k, recall, params.target_recall)
     else:  # too small to hold anything out: search generously

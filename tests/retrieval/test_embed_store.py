@@ -135,3 +135,25 @@ def test_merge_stores(tmp_path):
     write_store(tmp_path / "e", a, [{"id": "e", "modality": "image"}] * 5, model={"sha256": "0" * 64})
     with pytest.raises(CheckpointError, match="different models"):
         merge_stores([tmp_path / "d", tmp_path / "e"], tmp_path / "m3")
+
+
+SHARED = __import__("pathlib").Path(__file__).resolve().parents[2].parent / "shared" / "data"  # ../shared/data from the repo root
+
+
+@pytest.mark.shared_data
+def test_real_folder_of_ogg_clips_and_attribution_texts(model, tmp_path):
+    folder = SHARED / "audio_clips"
+    if not folder.is_dir():
+        pytest.skip("../shared/data/audio_clips is missing")
+    oggs = sorted(folder.glob("*.ogg"))
+    from anybind.retrieval import build_index, items_from_folder, search
+
+    items, ignored = items_from_folder(folder)
+    assert sorted(it["modality"] for it in items) == sorted(["audio"] * len(oggs) + ["text"] * len(list(folder.glob("*.txt"))))
+    assert ignored == {}
+    few = [it for it in items if it["modality"] == "audio"][:3] + [it for it in items if it["modality"] == "text"][:2]
+    summary = embed_to_store(model, few, tmp_path / "store", batch_size=4, progress=False)
+    assert summary.store.modality_counts() == {"audio": 3, "text": 2}
+    assert summary.failed == 0 and np.isfinite(summary.store.vectors()).all()
+    hits = search(model, build_index(summary.store), {"audio": str(oggs[0])}, k=1, modalities=["audio"])
+    assert hits[0].id == oggs[0].name and hits[0].source == str(oggs[0]) and hits[0].score == pytest.approx(1.0, abs=1e-4)

@@ -67,6 +67,18 @@ def test_approximate_kinds_reach_target_recall(kind):
     assert recall(rows, brute(q, x, 10)[0]) >= 0.85
 
 
+def test_ivfpq_settings_survive_save_and_load(tmp_path):
+    x = clustered(np.random.default_rng(2), 3000)
+    idx = build_index(x, meta(3000), kind="ivfpq", params=IndexParams(ivf_nlist=16, nprobe=3, refine=True, k_factor=5))
+    idx.save(tmp_path / "ix")
+    loaded = Index.load(tmp_path / "ix")
+    import faiss
+
+    assert faiss.extract_index_ivf(loaded.parts["image"].impl).nprobe == 3 and loaded.parts["image"].impl.k_factor == 5
+    q = x[:5] + 0.01
+    np.testing.assert_array_equal(loaded.search_arrays(q, 10)[1], idx.search_arrays(q, 10)[1])
+
+
 def test_auto_kind_follows_size_and_memory_budget():
     p = IndexParams(flat_max=1000)
     assert choose_kind(500, 64, 1 << 30, p) == ("flat", False)
