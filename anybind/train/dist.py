@@ -39,11 +39,33 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def export_submitit_env() -> None:
+    """Inside a multi-task SLURM job started by submitit (``hydra/launcher=slurm``), set the variables torchrun
+    would have set (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT) from the job."""
+    if "WORLD_SIZE" in os.environ or "SLURM_JOB_ID" not in os.environ:
+        return
+    try:
+        import submitit
+
+        job = submitit.JobEnvironment()
+        tasks, nodes = job.num_tasks, job.num_nodes
+    except Exception:  # not installed, or not a submitit job
+        return
+    if tasks <= 1:
+        return
+    os.environ.update(
+        RANK=str(job.global_rank), WORLD_SIZE=str(tasks), LOCAL_RANK=str(job.local_rank),
+        LOCAL_WORLD_SIZE=str(max(1, tasks // max(1, nodes))), MASTER_ADDR=job.hostnames[0],
+        MASTER_PORT=os.environ.get("MASTER_PORT", str(20000 + int(os.environ["SLURM_JOB_ID"]) % 20000)),
+    )
+
+
 def init_distributed(device_type: str, timeout_s: float = 1800.0) -> bool:
     """Join the process group when launched by torchrun with more than one process; returns whether it did.
 
     NCCL on CUDA, gloo on CPU. Each rank uses the CUDA device ``LOCAL_RANK``.
     """
+    export_submitit_env()
     if env_world_size() <= 1 or is_initialized():
         return is_initialized()
     backend = "nccl" if device_type == "cuda" else "gloo"

@@ -158,6 +158,11 @@ class Trainer:
                 yield batch
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
 
+    def _global_errors(self) -> int:
+        """Skipped samples over all ranks (a collective: every rank calls it)."""
+        t = torch.tensor([float(self.error_count)], device=self.device)
+        return int(dist.all_reduce_sum(t).item())
+
     # ------------------------------------------------------------------------------------------ checkpoints
     def _model_state(self) -> dict[str, torch.Tensor]:
         if self.strategy == "fsdp" and dist.world_size() > 1:
@@ -181,6 +186,7 @@ class Trainer:
             torch.distributed.all_gather_object(rngs, capture_rng())
         full = self._model_state()
         optim = self._optim_state()
+        errors = self._global_errors()
         if dist.is_main():
             state = {
                 "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
@@ -188,7 +194,7 @@ class Trainer:
                 "optimizer": optim, "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,
                 "loss": {k[len("loss."):]: v for k, v in full.items() if k.startswith("loss.")},
-                "rng": rngs, "data_errors": {"count": self.error_count, "examples": self.error_examples},
+                "rng": rngs, "data_errors": {"count": errors, "examples": self.error_examples},
             }
             model = self.module.model
             if self.strategy == "fsdp" and dist.world_size() > 1:  # a plain copy holding the full weights
@@ -220,8 +226,9 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.samples_seen = state.get("samples_seen", 0)
-        errors = state.get("data_errors") or {}
-        self.error_count, self.error_examples = errors.get("count", 0), list(errors.get("examples", []))
+        errors = state.get("data_errors") or {}  # the global count lives on rank 0 (sums over ranks stay right)
+        self.error_count = errors.get("count", 0) if dist.is_main() else 0
+        self.error_examples = list(errors.get("examples", [])) if dist.is_main() else []
         rngs = state["rng"]
         if state.get("world_size") != dist.world_size():
             log.warning("resuming a %s-process run with %d processes: data order and RNG streams differ from an "
@@ -234,6 +241,7 @@ class Trainer:
         if self.evaluate_fn is None:
             return {}
         metrics: dict[str, Any] = {}
+        errors = self._global_errors()
         if dist.is_main() or self.eval_on_all_ranks:
             t0 = time.perf_counter()
             metrics = self.evaluate_fn()
@@ -241,7 +249,7 @@ class Trainer:
             if dist.is_main():
                 metrics.update({"step": self.step, "epoch": self.epoch, "samples_seen": self.samples_seen,
                                 "train": dict(train_stats or self.last_log),
-                                "data_errors": {"skipped": self.error_count, "examples": self.error_examples},
+                                "data_errors": {"skipped": errors, "examples": self.error_examples},
                                 "eval_seconds": round(time.perf_counter() - t0, 3)})
                 write_metrics(self.run_dir, metrics)
                 with (self.run_dir / "eval_history.jsonl").open("a") as f:
@@ -325,11 +333,9 @@ class Trainer:
             vals = vals.to(self.device)
             dist.all_reduce_sum(vals)
             vals = vals.cpu() / dist.world_size()
-        errors = torch.tensor([float(self.error_count)], device=self.device)
-        dist.all_reduce_sum(errors)
         row = {k: float(v) for k, v in zip(keys, vals)}
         row.update({"step": self.step, "epoch": self.epoch, "lr": self.scheduler.get_last_lr()[0],
-                    "samples_per_s": samples / max(seconds, 1e-9), "data_errors": int(errors.item())})
+                    "samples_per_s": samples / max(seconds, 1e-9), "data_errors": self._global_errors()})
         row.update({f"temperature/{k}": v for k, v in self.module.loss.temperatures().items()})
         self.last_log = row
         if not dist.is_main():
@@ -369,7 +375,8 @@ class Trainer:
         if self.progress and dist.is_main():
             from tqdm.auto import tqdm
 
-            pbar = tqdm(total=self.max_steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
+            pbar = tqdm(total=self.max_steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
+                        disable=None)  # a bar on terminals; log files get the log lines only
         acc: dict[str, list] = {}
         t0, samples0 = time.perf_counter(), self.samples_seen
         try:
@@ -387,9 +394,11 @@ class Trainer:
                     self.save_checkpoint()
             self.save_checkpoint()
             self.run_evaluation()
+            errors = self._global_errors()
             if dist.is_main() and not self.metrics:  # evaluation disabled: still leave a metrics.json
-                self.metrics = {"retrieval": {}, "zero_shot": {}, "step": self.step, "train": self.last_log,
-                                "data_errors": {"skipped": self.error_count, "examples": self.error_examples}}
+                self.metrics = {"retrieval": {}, "zero_shot": {}, "step": self.step, "epoch": self.epoch,
+                                "samples_seen": self.samples_seen, "train": self.last_log,
+                                "data_errors": {"skipped": errors, "examples": self.error_examples}}
                 write_metrics(self.run_dir, self.metrics)
         finally:
             if pbar is not None:

@@ -110,3 +110,17 @@ def test_anchor_then_bind_freezes_loaded_towers(world, tmp_path):
     assert ret["points->text"]["emergent"] is True and ret["image->points"]["emergent"] is False
     assert sorted(map(sorted, json.loads(bind.checkpoint_path.with_suffix(".json").read_text())["trained_pairs"])) == \
         sorted(sorted(p) for p in [["image", "text"], ["image", "points"]])
+
+
+def test_bf16_autocast_accumulation_and_grad_checkpointing(world, tmp_path):
+    cfg = compose_train_config([f"data.manifest={world}", "debug=smoke", "modality=[image,text]", "trainer.precision=bf16",
+                                "trainer.grad_accum=2", "trainer.grad_checkpointing=true", "data.batch_size=2",
+                                "trainer.max_steps=3", "eval.enabled=false"])
+    result = run(cfg, run_dir=tmp_path / "amp")
+    with (result.run_dir / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3]
+    assert all(0 < float(r["loss"]) < 10 and float(r["grad_norm"]) > 0 for r in rows)
+    assert result.metrics["samples_seen"] == 3 * 2 * 2  # steps x accumulation x batch
+    model = anybind.load(result.checkpoint_path)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
