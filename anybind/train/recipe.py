@@ -65,8 +65,7 @@ def compose_train_config(overrides: Sequence[str] = (), config_name: str = "trai
     else:
         with initialize_config_module("conf", version_base="1.3"):
             cfg = compose(config_name, overrides=list(overrides))
-    _as_config(cfg)
-    return cfg
+    return _as_config(cfg)  # validated, unselected modality nodes dropped
 
 
 # ------------------------------------------------------------------------------------------------- helpers
@@ -172,7 +171,14 @@ def _as_config(cfg: Any) -> DictConfig:
     """
     if isinstance(cfg, DictConfig):  # a plain copy: merging two typed configs would carry the extra keys over
         cfg = OmegaConf.to_container(cfg, resolve=False)
-    return OmegaConf.merge(OmegaConf.structured(TrainConfig), cfg)
+    cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), cfg)
+    for m in list(cfg.modality):
+        # An experiment may give kwargs for a modality that this run does not select (experiment=world
+        # modality=[image,audio] leaves video.kwargs behind): such a node has no encoder and is not trained.
+        if OmegaConf.is_missing(cfg.modality[m], "encoder"):
+            log.info("modality.%s has settings but is not selected (modality=[...]); it is not trained", m)
+            del cfg.modality[m]
+    return cfg
 
 
 def _run_dir(cfg: DictConfig, run_dir: str | Path | None) -> Path:
@@ -195,6 +201,7 @@ def _run_dir(cfg: DictConfig, run_dir: str | Path | None) -> Path:
 def build_model(cfg: DictConfig):
     from ..model import create_model
 
+    cfg = _as_config(cfg)
     specs = {m: {"name": c.encoder, **OmegaConf.to_container(c.kwargs, resolve=True)} for m, c in cfg.modality.items()}
     if not specs:
         raise ValueError("no modality selected: use modality=[image,text,...]")

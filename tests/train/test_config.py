@@ -180,3 +180,9 @@ def test_cli_composes_from_any_directory(tmp_path, manifest):
     modalities = proc.stdout.split("modality:")[1].split("anchor:")[0]
     assert "encoder: points_transformer_test" in modalities and "audio" not in modalities
     assert not any(tmp_path.iterdir())  # --cfg prints and creates no run directory
+
+
+def test_experiment_settings_for_unselected_modalities_are_dropped():
+    cfg = compose_train_config(["experiment=world", "modality=[image,audio]"])
+    assert list(cfg.modality) == ["image", "audio"]
+    assert cfg.modality.audio.kwargs.num_mel_bins == 64 and cfg.modality.image.kwargs.image_size == 64
