@@ -88,7 +88,7 @@ def capture_rng() -> dict:
     np_state = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": {"key": np_state[1].astype(np.int64), "pos": int(np_state[2]), "has_gauss": int(np_state[3]),
+        "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]), "has_gauss": int(np_state[3]),
                   "cached": float(np_state[4])},
         "torch": torch.get_rng_state(),
     }
