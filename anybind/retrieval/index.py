@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,9 +28,9 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..checkpoint import atomic_write_bytes, atomic_write_json, sha256_file
+from ..checkpoint import atomic_write_json, sha256_file
 from ..errors import CheckpointError
-from .store import EmbeddingStore, _jsonl_bytes, _npy_bytes, _read_jsonl
+from .store import EmbeddingStore, _jsonl_bytes, _read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -196,10 +197,12 @@ class _Part:
             if self.settings.get("refine"):
                 self.impl.k_factor = float(self.settings.get("k_factor", 8))
 
-    def to_bytes(self) -> bytes:
+    def write(self, path: str) -> None:
+        """Write the vectors / faiss index to ``path`` (streamed to disk: no second in-memory copy)."""
         if self.backend == "torch":
-            return _npy_bytes(self.impl.numpy())
-        return import_faiss().serialize_index(self.impl).tobytes()
+            _save_npy(path, self.impl.numpy())
+        else:
+            import_faiss().write_index(self.impl, path)
 
     def memory_bytes(self) -> int:
         refine = bool(self.settings.get("refine"))
@@ -418,35 +421,25 @@ class Index:
         self.metadata.extend(dict(r) for r in metadata)
 
     def save(self, path: str | Path) -> Path:
-        """Write the index folder atomically: data files under content-addressed names, ``index.json`` last."""
+        """Write the index folder atomically: data files under content-addressed names, ``index.json`` last.
+
+        An interrupted save leaves the previous manifest and every file it lists untouched.
+        """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        files, parts = [], []
-        meta_bytes = _jsonl_bytes(self.metadata)
-        entries = [("metadata", "jsonl", meta_bytes)]
-        for m, p in self.parts.items():
-            entries.append((f"{m}.rows", "npy", _npy_bytes(p.rows)))
-            entries.append((f"{m}.{p.kind}", "npy" if p.backend == "torch" else "faiss", p.to_bytes()))
-        names = {}
-        for stem, ext, data in entries:
-            import hashlib
-
-            digest = hashlib.sha256(data).hexdigest()
-            name = f"{stem}.{digest[:12]}.{ext}"
-            if not (path / name).exists() or sha256_file(path / name) != digest:
-                atomic_write_bytes(path / name, data)
-            names[stem] = (name, digest)
-            files.append(name)
-        for m, p in self.parts.items():
-            parts.append({"modality": m, "kind": p.kind, "backend": p.backend, "count": len(p), "settings": p.settings,
-                          "rows": {"name": names[f"{m}.rows"][0], "sha256": names[f"{m}.rows"][1]},
-                          "data": {"name": names[f"{m}.{p.kind}"][0], "sha256": names[f"{m}.{p.kind}"][1]}})
+        names = {"metadata": _write_addressed(path, "metadata", "jsonl", lambda p: Path(p).write_bytes(_jsonl_bytes(self.metadata)))}
+        for m, part in self.parts.items():
+            names[f"{m}.rows"] = _write_addressed(path, f"{m}.rows", "npy", lambda p, r=part.rows: _save_npy(p, r))
+            names[m] = _write_addressed(path, f"{m}.{part.kind}", "npy" if part.backend == "torch" else "faiss", part.write)
+        entry = lambda key: {"name": names[key][0], "sha256": names[key][1]}  # noqa: E731
+        parts = [{"modality": m, "kind": p.kind, "backend": p.backend, "count": len(p), "settings": p.settings,
+                  "rows": entry(f"{m}.rows"), "data": entry(m)} for m, p in self.parts.items()]
         manifest = {"format": INDEX_FORMAT, "version": INDEX_VERSION, "embed_dim": self.embed_dim, "metric": "inner_product",
-                    "count": len(self), "info": self.info, "parts": parts,
-                    "metadata": {"name": names["metadata"][0], "sha256": names["metadata"][1]}}
+                    "count": len(self), "info": self.info, "parts": parts, "metadata": entry("metadata")}
         atomic_write_json(path / "index.json", manifest)
+        listed = {n for n, _ in names.values()}
         for old in path.iterdir():  # files of an earlier save that the new manifest no longer lists
-            if old.name != "index.json" and old.name not in files and not old.name.startswith("."):
+            if old.name != "index.json" and old.name not in listed and not old.name.startswith("."):
                 old.unlink(missing_ok=True)
         return path
 
@@ -485,7 +478,7 @@ class Index:
                     faiss = import_faiss()
                     if faiss is None:
                         raise CheckpointError(f"index file {f} is a faiss index; install faiss-cpu to load it")
-                    impl = faiss.deserialize_index(np.fromfile(f, dtype=np.uint8))
+                    impl = faiss.read_index(str(f))
             except CheckpointError:
                 raise
             except Exception as exc:
@@ -498,6 +491,28 @@ class Index:
         if sum(len(p) for p in parts.values()) != len(metadata):
             raise CheckpointError(f"index {path}: {len(metadata)} metadata rows but {sum(len(p) for p in parts.values())} vectors")
         return cls(d, parts, metadata, manifest.get("info"))
+
+
+def _save_npy(path: str, array: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: np.save would append ".npy" to a path
+        np.save(f, array, allow_pickle=False)
+
+
+def _write_addressed(folder: Path, stem: str, ext: str, write) -> tuple[str, str]:
+    """``write(tmp_path)``, fsync, then rename to ``<stem>.<sha256[:12]>.<ext>``; returns ``(name, sha256)``."""
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{stem}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        digest = sha256_file(tmp)
+        name = f"{stem}.{digest[:12]}.{ext}"
+        os.replace(tmp, folder / name)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return name, digest
 
 
 def _resolve_kind(kind: str, n: int, d: int, memory_budget, params) -> tuple[str, bool]:
