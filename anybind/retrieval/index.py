@@ -133,8 +133,20 @@ def _as_float32(x) -> np.ndarray:
 
 
 def normalize(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (float32); already-unit float32 input is returned as is, without a copy."""
     n = np.linalg.norm(x, axis=1, keepdims=True)
+    if x.dtype == np.float32 and x.flags.c_contiguous and np.all(np.abs(n - 1) < 1e-4):
+        return x
     return (x / np.maximum(n, 1e-12)).astype(np.float32, copy=False)
+
+
+def _add_rows(impl, vectors: np.ndarray, positions: np.ndarray | None, chunk: int = 65536) -> None:
+    """``impl.add(vectors[positions])`` in chunks, so a large selection is never copied whole."""
+    if positions is None:
+        impl.add(vectors)
+        return
+    for lo in range(0, len(positions), chunk):
+        impl.add(np.ascontiguousarray(vectors[positions[lo:lo + chunk]]))
 
 
 def exact_topk(queries: np.ndarray, vectors: np.ndarray | torch.Tensor, k: int, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
@@ -257,7 +269,7 @@ def _build_part(modality: str, vectors: np.ndarray, rows: np.ndarray, kind: str,
         kept, held = _split_for_tuning(n, params, params.ef_search is None and params.tune_vectors is None)
         impl = faiss.IndexHNSWFlat(d, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         impl.hnsw.efConstruction = params.ef_construction
-        impl.add(vectors[kept] if len(held) else vectors)
+        _add_rows(impl, vectors, kept if len(held) else None)
         settings = {"m": params.hnsw_m, "ef_construction": params.ef_construction}
         knob, values = "ef_search", (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
         fixed = params.ef_search
@@ -276,7 +288,7 @@ def _build_part(modality: str, vectors: np.ndarray, rows: np.ndarray, kind: str,
         cap = max(64 * nlist, 40 * (1 << nbits))  # k-means cost grows with the sample: enough points per centroid
         ivf.train(vectors if n <= cap else vectors[np.sort(rng.choice(n, cap, replace=False))])
         impl = faiss.IndexRefineFlat(ivf) if refine else ivf
-        impl.add(vectors[kept] if len(held) else vectors)
+        _add_rows(impl, vectors, kept if len(held) else None)
         settings = {"nlist": nlist, "pq_m": m, "nbits": nbits, "refine": bool(refine), "k_factor": params.k_factor}
         knob = "nprobe"
         values = [p for p in (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 512) if p <= nlist] or [1]
@@ -413,11 +425,12 @@ class Index:
         mods = np.array([str(r["modality"]) for r in metadata])
         for m in dict.fromkeys(mods.tolist()):
             sel = np.flatnonzero(mods == m)
+            vm = v if len(sel) == len(v) else v[sel]
             if m in self.parts:
-                self.parts[m].add(v[sel], sel + base)
+                self.parts[m].add(vm, sel + base)
             else:
                 k, refine = _resolve_kind(kind, len(sel), self.embed_dim, memory_budget, params)
-                self.parts[m] = _build_part(m, v[sel], sel + base, k, refine, params or IndexParams())
+                self.parts[m] = _build_part(m, vm, sel + base, k, refine, params or IndexParams())
         self.metadata.extend(dict(r) for r in metadata)
 
     def save(self, path: str | Path) -> Path:
