@@ -62,7 +62,7 @@ def nearest_color(hues: np.ndarray) -> str:
     return min(ref, key=lambda c: min(abs(mean - ref[c]), 360 - abs(mean - ref[c])))
 
 
-def object_pixels(img: np.ndarray, threshold: float = 0.55) -> np.ndarray:
+def object_pixels(img: np.ndarray, threshold: float = 0.7) -> np.ndarray:
     """Mask of strongly coloured pixels: the object itself, not its faded ghosts or the grey background."""
     return saturation(img.astype(np.float64) / 255) > threshold
 

@@ -16,9 +16,9 @@ from .attributes import COLOR_RGB, MOTION_IMAGE
 from .shapes import gradient, march, posed_sdf, rot_x, rot_y, rot_z
 
 # Object radius in pixels as a fraction of the image side (the solids have a radius of ~1 in object units).
-SIZE_FRACTION = {"small": 0.15, "large": 0.27}
-GHOST_OPACITY = (0.5, 0.3, 0.16)  # nearest ghost first
-GHOST_STEP = 0.5                   # ghost spacing in object radii
+SIZE_FRACTION = {"small": 0.17, "large": 0.29}
+GHOST_OPACITY = (0.45, 0.28, 0.14)  # nearest ghost first
+GHOST_STEP = 0.65                  # ghost spacing in object radii
 
 
 @dataclass
@@ -46,12 +46,12 @@ def render_sprite(shape: str, albedo: np.ndarray, center: tuple[float, float], r
                   rng: np.random.Generator) -> Sprite:
     """Render ``shape`` with its centre at ``center`` (x, y in image pixels) and radius ``radius_px``.
 
-    Jitter drawn from ``rng``: the object's yaw (+-20 deg) and roll (+-6 deg), the camera's elevation (18-32 deg)
+    Jitter drawn from ``rng``: the object's yaw (+-15 deg) and roll (+-6 deg), the camera's elevation (25-38 deg)
     and the light's direction.
     """
-    rotation = rot_y(rng.uniform(-20, 20)) @ rot_z(rng.uniform(-6, 6))
+    rotation = rot_y(rng.uniform(-15, 15)) @ rot_z(rng.uniform(-6, 6))
     sdf = posed_sdf(shape, rotation)
-    elev = np.deg2rad(rng.uniform(18, 32))
+    elev = np.deg2rad(rng.uniform(25, 38))
     cam = np.array([0.0, np.sin(elev), np.cos(elev)])           # direction to the camera
     forward = -cam
     right = np.array([1.0, 0.0, 0.0])

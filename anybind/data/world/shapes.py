@@ -107,15 +107,15 @@ def _star_polygon(points: int, outer: float, inner: float) -> np.ndarray:
 
 
 def _build() -> dict[str, tuple[SDF, np.ndarray]]:
-    tri = np.array([[-0.62, -0.5], [0.62, -0.5], [0.0, 0.58]])
+    tri = np.array([[-0.6, -0.5], [0.6, -0.5], [0.0, 0.72]])
     return {
-        "cube": (_box(0.56), rot_y(30)),
+        "cube": (_box(0.56), rot_y(42)),
         "sphere": (_sphere(0.8), np.eye(3)),
         "cone": (_revolve(np.array([[-0.6, -0.75], [0.6, -0.75], [0.0, 0.9]])), np.eye(3)),
-        "cylinder": (_revolve(np.array([[-0.55, -0.7], [0.55, -0.7], [0.55, 0.7], [-0.55, 0.7]])), np.eye(3)),
+        "cylinder": (_revolve(np.array([[-0.45, -0.8], [0.45, -0.8], [0.45, 0.8], [-0.45, 0.8]])), np.eye(3)),
         "torus": (_torus(0.62, 0.25), rot_x(55)),
         "pyramid": (_pyramid(0.72, -0.6, 0.75), rot_y(20)),
-        "prism": (_extrude(tri, 0.9), rot_y(-40) @ rot_y(90)),
+        "prism": (_extrude(tri, 0.75), rot_y(-40) @ rot_y(90)),
         "star": (_extrude(_star_polygon(5, 0.98, 0.42), 0.2), rot_x(-10)),
     }
 
