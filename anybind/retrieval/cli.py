@@ -79,6 +79,8 @@ def run_evaluate(cfg, out_dir: str | Path | None = None) -> dict:
 def _hydra_main(config_name: str, fn):
     import hydra
 
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its SIMD probing is noise at Hydra's INFO level
+
     from .config import register_configs
 
     register_configs()
@@ -144,7 +146,7 @@ def run_search(argv: Sequence[str] | None = None) -> dict:
     if args.sheet:
         from .search import contact_sheet
 
-        title = " + ".join(f"{w:g}*{m}:{Path(str(v)).name if m != 'text' else v}"
+        title = " + ".join(f"{w:g} x {m} " + (f'"{v}"' if m == "text" else Path(str(v)).name)
                            for (m, v), w in zip(queries, result["weights"]))
         result["sheet"] = str(contact_sheet(hits, args.sheet, title=title))
     text = json.dumps(result, indent=2, ensure_ascii=False)

@@ -120,8 +120,9 @@ def contact_sheet(hits: Sequence[Hit], path: str | Path, *, tile: int = 160, col
             img, note = None, f"unreadable: {exc}"
         else:
             note = None
-        if img is not None:
-            img.thumbnail((tile - 4, tile - 4))
+        if img is not None:  # fit the tile, enlarging small images too
+            scale = (tile - 4) / max(img.width, img.height)
+            img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BICUBIC)
             sheet.paste(img, (x + (tile - img.width) // 2, y + (tile - img.height) // 2))
         else:
             text = note or (hit.meta.get("text") or hit.source or hit.id)
