@@ -186,3 +186,16 @@ def test_experiment_settings_for_unselected_modalities_are_dropped():
     cfg = compose_train_config(["experiment=world", "modality=[image,audio]"])
     assert list(cfg.modality) == ["image", "audio"]
     assert cfg.modality.audio.kwargs.num_mel_bins == 64 and cfg.modality.image.kwargs.image_size == 64
+
+
+def test_epochs_set_the_step_budget_and_bad_choices_fail_by_name(manifest):
+    base = [f"data.manifest={manifest}", "model_size=test", "data.num_workers=0", "modality=[image,points]",
+            "data.batch_size=2"]
+    s = build_run(compose_train_config(base + ["trainer.max_epochs=3", "trainer.grad_accum=2"]))
+    assert len(s.sampler) == 4 and s.max_steps == 6  # 9 training samples -> 4 batches of 2; 3 epochs / 2 micro-steps
+    with pytest.raises(ValueError, match="data.batching"):
+        build_run(compose_train_config(base + ["data.batching=shuffled"]))
+    with pytest.raises(ValueError, match="trainer.strategy"):
+        build_run(compose_train_config(base + ["trainer.strategy=zero3"]))
+    with pytest.raises(ValueError, match="freeze"):
+        build_run(compose_train_config(base + ["freeze=[audio]"]))
