@@ -28,7 +28,7 @@ COLOR_RGB = {
     "blue": (0.14, 0.26, 0.96),
     "magenta": (0.86, 0.12, 0.84),
 }
-# Pitch of the sound: five semitones (a fourth) apart, so a +-2 semitone glide never reaches a neighbour.
+# Pitch of the sound: five semitones (a fourth) apart, so a +-2 semitone contour never reaches a neighbour's.
 COLOR_BASE_HZ = {c: 200.0 * 2.0 ** (5 * i / 12) for i, c in enumerate(COLORS)}
 # Unit vector of the motion in image coordinates (x right, y down) and in 3-D (x right, y up, z to the viewer).
 MOTION_IMAGE = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}

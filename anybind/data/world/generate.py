@@ -29,7 +29,7 @@ import numpy as np
 from .attributes import (ATTRIBUTE_NAMES, COLORS, MOTIONS, SHAPES, SIZES, Attributes, all_combinations,
                          balanced_draw, split_combinations)
 
-WORLD_VERSION = 1
+WORLD_VERSION = 2
 STAMP = "world.json"
 INCOMPLETE = ".world-incomplete"
 SPLITS = ("train", "val", "test", "test_heldout")

@@ -3,11 +3,12 @@
 * colour -> pitch: the fundamental is ``COLOR_BASE_HZ[color]`` (200 to 848 Hz, a fourth apart);
 * shape -> timbre: a recipe of partials (frequency ratio, amplitude), the fundamental always the strongest;
 * size -> envelope: large is loud and long (~0.85 s), small is soft and short (~0.4 s);
-* motion -> contour: up glides from 2 semitones below to 2 above, down the reverse; left and right hold the
-  pitch with a tremolo, slow (3.5 Hz) for left and fast (9 Hz) for right.
+* motion -> pitch contour within +-2 semitones, a two-bit code of the direction of each half of the note:
+  up rises then rises (-2 -> +2), down falls then falls, left rises then falls (an arch), right falls then
+  rises (a V). Horizontal motion has no natural pitch analogue; the arch and the V are simply the two other
+  contours. Contours are plain shapes in a spectrogram, where amplitude-modulation rates are hard to tell apart.
 
-Jitter: pitch +-0.25 semitone, level +-10 %, length +-6 %, onset 0-60 ms, partial phases, tremolo phase and a
-faint noise floor.
+Jitter: pitch +-0.2 semitone, level +-10 %, length +-6 %, onset 0-60 ms, partial phases and a faint noise floor.
 """
 
 from __future__ import annotations
@@ -28,22 +29,21 @@ TIMBRES: dict[str, tuple[tuple[float, float], ...]] = {
 }
 LEVEL = {"small": 0.17, "large": 0.42}  # RMS-normalised timbres: every shape is equally loud
 LENGTH_S = {"small": 0.4, "large": 0.85}
-TREMOLO_HZ = {"left": 3.5, "right": 9.0}
-GLIDE_SEMITONES = {"up": 2.0, "down": -2.0}
+# Pitch offset in semitones at the start, middle and end of the note (linear in between).
+CONTOURS = {"up": (-2.0, 0.0, 2.0), "down": (2.0, 0.0, -2.0), "left": (-2.0, 2.0, -2.0), "right": (2.0, -2.0, 2.0)}
 
 
 def synthesize(shape: str, color: str, size: str, motion: str, rng: np.random.Generator, *,
                sample_rate: int = 16000, seconds: float = 1.0) -> np.ndarray:
     """Mono float32 waveform in [-1, 1] of ``seconds`` length."""
     n = int(round(sample_rate * seconds))
-    f0 = COLOR_BASE_HZ[color] * 2.0 ** (rng.uniform(-0.25, 0.25) / 12)
+    f0 = COLOR_BASE_HZ[color] * 2.0 ** (rng.uniform(-0.2, 0.2) / 12)
     length = min(LENGTH_S[size] * rng.uniform(0.94, 1.06), seconds - 0.07)
     onset = rng.uniform(0.0, min(0.06, seconds - length))
     i0, m = int(onset * sample_rate), int(length * sample_rate)
     u = np.arange(m) / max(m - 1, 1)  # 0 -> 1 over the note
 
-    glide = GLIDE_SEMITONES.get(motion, 0.0)
-    freq = f0 * 2.0 ** ((-glide + 2 * glide * u) / 12)  # up: -2 -> +2 semitones; down: +2 -> -2
+    freq = f0 * 2.0 ** (np.interp(u, (0.0, 0.5, 1.0), CONTOURS[motion]) / 12)
     phase = 2 * np.pi * np.cumsum(freq) / sample_rate
     note = np.zeros(m)
     recipe = TIMBRES[shape]
@@ -56,9 +56,6 @@ def synthesize(shape: str, color: str, size: str, motion: str, rng: np.random.Ge
     env = np.ones(m)
     env[:attack] = np.linspace(0, 1, attack)
     env[m - release:] *= np.linspace(1, 0, release) ** 2
-    if motion in TREMOLO_HZ:
-        rate = TREMOLO_HZ[motion] * rng.uniform(0.95, 1.05)
-        env *= 1 - 0.35 * (1 + np.sin(2 * np.pi * rate * u * length + rng.uniform(0, 2 * np.pi)))
 
     wav = rng.normal(0, rng.uniform(0.002, 0.006), size=n)
     wav[i0:i0 + m] += LEVEL[size] * rng.uniform(0.9, 1.1) * env * note
