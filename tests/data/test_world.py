@@ -209,9 +209,10 @@ def test_cache_reuses_identical_parameters_and_regenerates_on_change(tmp_path):
     assert third.reused is False and len(rows_of(third, "train")) == 2
     assert not (tmp_path / "train" / "image" / "train-00002.png").exists()  # the old world's files are gone
 
-    # An interrupted generation (no stamp) is never reused.
-    (tmp_path / "world.json").unlink()
+    # An interrupted generation leaves its marker and is never reused, even beside a matching stamp.
+    (tmp_path / ".world-incomplete").touch()
     assert generate_world(tmp_path, **{**small, "n_train": 2}).reused is False
+    assert not (tmp_path / ".world-incomplete").exists()
     assert generate_world(tmp_path, force=True, **{**small, "n_train": 2}).reused is False
 
 
@@ -220,8 +221,22 @@ def test_bad_parameters_are_rejected(tmp_path):
         generate_world(tmp_path, image_size=63, n_train=1, num_workers=0)
     with pytest.raises(ValueError, match="heldout"):
         generate_world(tmp_path, heldout_fraction=0.0, n_train=1, n_heldout=2, num_workers=0)
+    with pytest.raises(ValueError, match="num_points"):
+        generate_world(tmp_path, num_points=100, n_train=1, num_workers=0)
+    with pytest.raises(ValueError, match="video_codec"):
+        generate_world(tmp_path, video_codec="no-such-codec", n_train=1, num_workers=0)
+    assert not any(tmp_path.iterdir())  # nothing written before the parameters are checked
     with pytest.raises(ValueError, match="unknown color"):
         Attributes("cube", "orange", "small", "left")
+
+
+def test_folders_not_made_by_the_generator_are_never_cleared(tmp_path):
+    (tmp_path / "train").mkdir()
+    keep = tmp_path / "train" / "mine.txt"
+    keep.write_text("user data")
+    with pytest.raises(FileExistsError, match="world.json"):
+        generate_world(tmp_path, n_train=1, n_val=0, n_test=0, n_heldout=0, num_workers=0, progress=False)
+    assert keep.read_text() == "user data"
 
 
 def test_cli_generates_then_reuses(tmp_path, capsys):

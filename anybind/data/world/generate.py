@@ -71,9 +71,15 @@ class WorldParams:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.image_size < 16 or self.image_size % 2:
-            raise ValueError(f"image_size must be even and >= 16 (H.264 needs even sides), got {self.image_size}")
+            raise ValueError(f"image_size must be even and >= 16 (video encoders need even sides), got {self.image_size}")
         if self.video_frames < 2:
             raise ValueError(f"video_frames must be >= 2 to show motion, got {self.video_frames}")
+        if self.num_points < 128:
+            raise ValueError(f"num_points must be >= 128 (64 of them are scale markers), got {self.num_points}")
+        import av
+
+        if self.video_codec not in av.codecs_available:
+            raise ValueError(f"video_codec {self.video_codec!r} is not an encoder PyAV knows; use 'mpeg4'")
         if self.audio_seconds < 0.5:
             raise ValueError(f"audio_seconds must be >= 0.5 (a large object's note lasts ~0.85 s), got "
                              f"{self.audio_seconds}")
@@ -155,6 +161,16 @@ def _info_from_stamp(root: Path, stamp: dict, reused: bool) -> WorldInfo:
     )
 
 
+def _check_ours(root: Path) -> None:
+    """Refuse to overwrite split folders or manifests that an earlier generate_world did not make."""
+    if (root / STAMP).exists() or (root / INCOMPLETE).exists():
+        return
+    foreign = [n for n in (*SPLITS, *(f"{s}.jsonl" for s in SPLITS)) if (root / n).exists()]
+    if foreign:
+        raise FileExistsError(f"{root} already holds {', '.join(foreign)} but no {STAMP}: not a world made by "
+                              "generate_world; choose an empty or new folder")
+
+
 def _clear(root: Path) -> None:
     """Remove what an earlier generation wrote (only the world's own files and folders)."""
     for name in (STAMP, *(f"{s}.jsonl" for s in SPLITS)):
@@ -189,6 +205,7 @@ def generate_world(root, *, n_train: int = 3000, n_val: int = 200, n_test: int =
         return _info_from_stamp(root, stamp, reused=True)
 
     assignment, held = plan(params)
+    _check_ours(root)
     root.mkdir(parents=True, exist_ok=True)
     (root / INCOMPLETE).touch()
     _clear(root)
