@@ -3,7 +3,9 @@
 Collections are ``n`` unit vectors of width ``d`` drawn either from a mixture of clusters (the shape real
 embeddings have) or uniformly on the sphere (the degenerate case: every neighbour is almost as far as any other
 point, so graph and quantizer indexes struggle). Queries are fresh draws from the same distribution, not
-members of the collection. Exact search is batched faiss ``IndexFlatIP`` (the compute-bound reference).
+members of the collection. Exact search, batched (the compute-bound reference), is timed both as faiss
+``IndexFlatIP`` and as anybind's PyTorch :func:`exact_topk`. Every timing is repeated and the fastest run is
+reported with the load average at that run: on a shared machine the load says how much of the CPU it had.
 
     python tools/bench_index.py --n 100000 --n 1000000 --dist mixture --dist uniform --threads 2 --out bench.json
 """
@@ -13,23 +15,82 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import platform
+import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from .index import IndexParams, build_index, estimate_memory, import_faiss
+from .index import IndexParams, build_index, exact_topk, import_faiss
 
 
-def rss_bytes() -> int:
+def _status_kb(field: str) -> int:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
     return 0
+
+
+def rss_bytes() -> int:
+    """Resident memory of this process now."""
+    return _status_kb("VmRSS")
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process (since the last :func:`reset_peak_rss`)."""
+    return _status_kb("VmHWM")
+
+
+def reset_peak_rss() -> None:
+    """Restart the peak-RSS counter at the current RSS (Linux ``clear_refs``); silently a no-op elsewhere."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def load() -> list[float]:
+    """1/5/15-minute load averages (latencies on a shared machine read next to them)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def index_bytes(impl) -> int:
+    """Bytes a faiss index holds in its main arrays (vectors, codes, ids, graph links, centroids)."""
+    import faiss
+
+    impl = faiss.downcast_index(impl)
+    if isinstance(impl, faiss.IndexRefine):
+        return index_bytes(impl.base_index) + index_bytes(impl.refine_index)
+    if isinstance(impl, faiss.IndexHNSW):
+        h = impl.hnsw
+        return index_bytes(impl.storage) + h.neighbors.size() * 4 + h.offsets.size() * 8 + h.levels.size() * 4
+    if isinstance(impl, faiss.IndexIVF):
+        lists = impl.invlists
+        stored = sum(lists.list_size(i) for i in range(impl.nlist))
+        extra = impl.pq.M * impl.pq.ksub * impl.pq.dsub * 4 if isinstance(impl, faiss.IndexIVFPQ) else 0
+        return index_bytes(impl.quantizer) + stored * (impl.code_size + 8) + extra
+    if isinstance(impl, faiss.IndexFlat):
+        return impl.ntotal * impl.d * 4
+    return impl.ntotal * impl.sa_code_size() if hasattr(impl, "sa_code_size") else 0
 
 
 def sample_vectors(n: int, d: int, dist: str, *, seed: int = 0, clusters: int = 1000, spread: float = 1.0,
@@ -52,9 +113,26 @@ def sample_vectors(n: int, d: int, dist: str, *, seed: int = 0, clusters: int = 
     return out
 
 
+def _latency(index, q: np.ndarray, k: int, count: int) -> np.ndarray:
+    """Milliseconds of ``count`` searches of one query each (the interactive case)."""
+    lat = np.empty(count)
+    for i in range(count):
+        s = time.perf_counter()
+        index.search_arrays(q[i], k)
+        lat[i] = (time.perf_counter() - s) * 1000
+    return lat
+
+
+def _recall(got: np.ndarray, truth: np.ndarray) -> float:
+    k = truth.shape[1]
+    return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(got.tolist(), truth.tolist())]))
+
+
 def bench_one(n: int, d: int, dist: str, kinds: list[str], *, queries: int = 1000, latency_queries: int = 1000,
-              k: int = 10, threads: int = 2, memory_budget: str | None = None, params: IndexParams | None = None,
-              log=print) -> dict:
+              k: int = 10, threads: int = 2, repeats: int = 3, memory_budget: str | None = None,
+              params: IndexParams | None = None, log=print) -> dict:
+    """Benchmark each index kind on one collection. Timings are repeated ``repeats`` times and the fastest run
+    is reported with the load average at that run (the machine may be shared)."""
     faiss = import_faiss()
     if faiss is None:
         raise ImportError("the benchmark needs faiss-cpu")
@@ -68,45 +146,87 @@ def bench_one(n: int, d: int, dist: str, kinds: list[str], *, queries: int = 100
     log(f"[{dist} n={n}] data generated in {time.perf_counter() - t0:.1f} s")
     flat = faiss.IndexFlatIP(d)
     flat.add(x)
-    t = time.perf_counter()
     _, truth = flat.search(q, k)
-    exact_batched_ms = (time.perf_counter() - t) * 1000 / queries
+    exact_runs = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        flat.search(q, k)
+        exact_runs.append({"ms_per_query": round((time.perf_counter() - t) * 1000 / queries, 3), "load": load()})
+    torch_runs = []  # anybind's own exact path (PyTorch matmul + top-k, streamed in chunks)
+    for _ in range(repeats):
+        t = time.perf_counter()
+        exact_topk(q, x, k)
+        torch_runs.append({"ms_per_query": round((time.perf_counter() - t) * 1000 / queries, 3), "load": load()})
+    single = min(20, queries)
     t = time.perf_counter()
-    for i in range(min(20, queries)):
+    for i in range(single):
         flat.search(q[i:i + 1], k)
-    exact_single_ms = (time.perf_counter() - t) * 1000 / min(20, queries)
+    exact_single_ms = (time.perf_counter() - t) * 1000 / single
     del flat
     gc.collect()
+    best_exact = min(exact_runs, key=lambda r: r["ms_per_query"])
+    best_torch = min(torch_runs, key=lambda r: r["ms_per_query"])
     result = {"n": n, "d": d, "dist": dist, "queries": queries, "k": k, "threads": threads,
-              "exact_batched_ms_per_query": round(exact_batched_ms, 3), "exact_single_query_ms": round(exact_single_ms, 3),
-              "indexes": []}
-    log(f"[{dist} n={n}] exact: batched {exact_batched_ms:.2f} ms/query, one at a time {exact_single_ms:.2f} ms")
+              "exact_batched_ms_per_query": best_exact["ms_per_query"], "exact_batched_load": best_exact["load"],
+              "exact_batched_runs": exact_runs, "exact_torch_ms_per_query": best_torch["ms_per_query"],
+              "exact_torch_load": best_torch["load"], "exact_torch_runs": torch_runs,
+              "exact_single_query_ms": round(exact_single_ms, 3), "indexes": []}
+    log(f"[{dist} n={n}] exact batched: faiss {best_exact['ms_per_query']:.2f} ms/query (load {best_exact['load']}), "
+        f"PyTorch {best_torch['ms_per_query']:.2f} ms/query (load {best_torch['load']}), best of {repeats}; "
+        f"one query at a time {exact_single_ms:.2f} ms")
     meta = [{"id": str(i), "modality": "vector"} for i in range(n)]
     for kind in kinds:
         gc.collect()
         rss0 = rss_bytes()
+        reset_peak_rss()
+        build_load = load()
         t = time.perf_counter()
         index = build_index(x, meta, kind=kind, memory_budget=memory_budget, params=params, threads=threads)
         build_s = time.perf_counter() - t
-        rss1 = rss_bytes()
+        rss1, peak = rss_bytes(), peak_rss_bytes()
         part = index.parts["vector"]
         _, rows = index.search_arrays(q, k)
-        recall = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(rows.tolist(), truth.tolist())]))
-        lat = []
-        for i in range(min(latency_queries, queries)):
-            s = time.perf_counter()
-            index.search_arrays(q[i], k)
-            lat.append((time.perf_counter() - s) * 1000)
-        lat = np.array(lat)
-        entry = {"kind": part.kind, "requested": kind, "settings": {k2: v for k2, v in part.settings.items()},
-                 "build_s": round(build_s, 2), "memory_estimate_mb": round(part.memory_bytes() / 2**20, 1),
-                 "rss_growth_mb": round((rss1 - rss0) / 2**20, 1), "recall_at_10": round(recall, 4),
-                 "latency_ms_p50": round(float(np.percentile(lat, 50)), 3),
-                 "latency_ms_p99": round(float(np.percentile(lat, 99)), 3)}
+        recall = _recall(rows, truth)
+        runs = []
+        for _ in range(repeats):
+            lat = _latency(index, q, k, min(latency_queries, queries))
+            runs.append({"p50": round(float(np.percentile(lat, 50)), 3), "p99": round(float(np.percentile(lat, 99)), 3),
+                         "load": load()})
+        best = min(runs, key=lambda r: r["p50"])
+        entry = {"kind": part.kind, "requested": kind, "settings": dict(part.settings),
+                 "build_s": round(build_s, 1), "build_stages_s": getattr(part, "timings", {}), "build_load": build_load, "build_end_load": load(),
+                 "index_mb": round(index_bytes(part.impl) / 2**20, 1),
+                 "memory_estimate_mb": round(part.memory_bytes() / 2**20, 1),
+                 "rss_growth_mb": round((rss1 - rss0) / 2**20, 1), "rss_mb": round(rss1 / 2**20, 1),
+                 "build_peak_rss_mb": round(peak / 2**20, 1), "recall_at_10": round(recall, 4),
+                 "latency_ms_p50": best["p50"], "latency_ms_p99": best["p99"], "latency_load": best["load"],
+                 "latency_runs": runs}
         result["indexes"].append(entry)
         log(f"[{dist} n={n}] {json.dumps(entry)}")
         del index, part
     return result
+
+
+def markdown_rows(report: dict) -> list[str]:
+    """One table row per (collection, index) of a :func:`main` report."""
+    out = []
+    for r in report["runs"]:
+        for e in r["indexes"]:
+            st = e["settings"]
+            if e["kind"] == "hnsw":
+                desc = f"HNSW M={st.get('m')} efC={st.get('ef_construction')} efS={st.get('ef_search')}"
+            elif e["kind"] == "ivfpq":
+                desc = (f"IVF{st.get('nlist')}-PQ{st.get('pq_m')}x{st.get('nbits')} nprobe={st.get('nprobe')}"
+                        + (f" + refine k_factor={st.get('k_factor')}" if st.get("refine") else ""))
+            else:
+                desc = e["kind"]
+            if e["requested"] == "auto":
+                desc = f"auto -> {desc}"
+            out.append(f"| {r['n']:,} | {r['dist']} | {desc} | {e['build_s']} | {e['index_mb']} MB / {e['rss_mb']} MB "
+                       f"(build peak {e['build_peak_rss_mb']} MB) | {e['latency_ms_p50']} | {e['latency_ms_p99']} | "
+                       f"{e['recall_at_10']} | {r['exact_batched_ms_per_query']} / {r.get('exact_torch_ms_per_query', '-')} | "
+                       f"{' '.join(map(str, e['latency_load']))} |")
+    return out
 
 
 def main(argv=None) -> dict:
@@ -116,29 +236,46 @@ def main(argv=None) -> dict:
     p.add_argument("--dist", action="append", choices=["mixture", "uniform"], help="default: mixture and uniform")
     p.add_argument("--kind", action="append", choices=["auto", "flat", "hnsw", "ivfpq"], help="default: hnsw and ivfpq")
     p.add_argument("--queries", type=int, default=1000)
+    p.add_argument("--repeats", type=int, default=3, help="timing repeats; the fastest is reported with its load")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--memory-budget", default=None)
-    p.add_argument("--ef-construction", type=int, default=None)
+    p.add_argument("--flat-max", type=int, default=None)
+    p.add_argument("--hnsw-max", type=int, default=None)
     p.add_argument("--hnsw-m", type=int, default=None)
+    p.add_argument("--ef-construction", type=int, default=None)
+    p.add_argument("--ef-search", type=int, default=None)
+    p.add_argument("--nlist", type=int, default=None)
+    p.add_argument("--nprobe", type=int, default=None)
+    p.add_argument("--pq-m", type=int, default=None)
+    p.add_argument("--k-factor", type=int, default=None)
+    p.add_argument("--refine", choices=["yes", "no"], default=None)
     p.add_argument("--target-recall", type=float, default=None)
     p.add_argument("--out", help="write the results as JSON here")
     a = p.parse_args(argv)
     params = IndexParams()
-    if a.ef_construction:
-        params.ef_construction = a.ef_construction
-    if a.hnsw_m:
-        params.hnsw_m = a.hnsw_m
-    if a.target_recall:
-        params.target_recall = a.target_recall
+    for arg, name in (("flat_max", "flat_max"), ("hnsw_max", "hnsw_max"), ("hnsw_m", "hnsw_m"),
+                      ("ef_construction", "ef_construction"), ("ef_search", "ef_search"), ("nlist", "ivf_nlist"),
+                      ("nprobe", "nprobe"), ("pq_m", "pq_m"), ("k_factor", "k_factor"), ("target_recall", "target_recall")):
+        if getattr(a, arg) is not None:
+            setattr(params, name, getattr(a, arg))
+    if a.refine is not None:
+        params.refine = a.refine == "yes"
+    import faiss
+
     runs = []
-    report = {"machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "threads": a.threads,
-              "started": time.strftime("%Y-%m-%d %H:%M:%S"), "runs": runs}
+    report = {"machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "arch": platform.machine(),
+                          "faiss": faiss.__version__, "numpy": np.__version__},
+              "threads": a.threads, "started": time.strftime("%Y-%m-%d %H:%M:%S"), "start_load": load(),
+              "command": "python tools/bench_index.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "params": asdict(params), "runs": runs}
     for n in a.n or [100_000]:
         for dist in a.dist or ["mixture", "uniform"]:
             runs.append(bench_one(n, a.d, dist, a.kind or ["hnsw", "ivfpq"], queries=a.queries, threads=a.threads,
-                                  memory_budget=a.memory_budget, params=params, log=lambda s: print(s, flush=True)))
+                                  repeats=a.repeats, memory_budget=a.memory_budget, params=params,
+                                  log=lambda s: print(s, flush=True)))
             if a.out:
                 Path(a.out).write_text(json.dumps(report, indent=2) + "\n")
+    print("\n".join(markdown_rows(report)))
     return report
 
 

@@ -40,7 +40,7 @@ def run_embed(cfg) -> dict:
     c = _plain(cfg)
     m = c.get("model") or {}
     model = load_model(m.get("checkpoint"), m.get("encoders"), m.get("device", "cpu"))
-    summary = embed_to_store(model, c["input"], c["out"], modality=c.get("modality"), modalities=c.get("modalities"),
+    summary = embed_to_store(model, c["input"], c["out"], modality=c.get("as_modality") or c.get("modality"), modalities=c.get("modalities"),
                              split=c.get("split"), shard_size=c.get("shard_size", 4096), batch_size=c.get("batch_size", 64),
                              num_workers=c.get("num_workers", 0), dtype=c.get("dtype", "float32"),
                              overwrite=c.get("overwrite", False), progress=c.get("progress", True), checkpoint=m.get("checkpoint"))

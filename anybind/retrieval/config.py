@@ -33,7 +33,9 @@ class EmbedConfig:
     input: str = MISSING  # a manifest (.jsonl/.csv) or a folder
     out: str = MISSING  # the store folder
     model: ModelConfig = field(default_factory=ModelConfig)
-    modality: Optional[str] = None  # force the modality of a folder's files (default: from the extension)
+    # force the modality of a folder's files (default: from the extension); not `modality`, which is the name of
+    # the training config group conf/modality/ and so cannot be a plain key on the command line
+    as_modality: Optional[str] = None
     modalities: Optional[list[str]] = None  # keep only these
     split: Optional[str] = None
     shard_size: int = 4096

@@ -21,6 +21,7 @@ import math
 import os
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -72,6 +73,7 @@ class IndexParams:
     """Knobs of the approximate indexes; ``None`` means chosen from the data size (and tuned where noted)."""
 
     flat_max: int = 10_000          # auto: exact search up to this many vectors per modality
+    hnsw_max: int = 250_000         # auto: HNSW up to this many (its build costs ~n log n graph searches), IVF-PQ beyond
     hnsw_m: int = 32
     ef_construction: int = 80
     ef_search: int | None = None    # tuned to target_recall when None
@@ -108,7 +110,7 @@ def choose_kind(n: int, d: int, memory_budget: int | None = None, params: IndexP
     budget = memory_budget if memory_budget is not None else default_memory_budget()
     if n <= p.flat_max:
         return "flat", False
-    if estimate_memory("hnsw", n, d, p) <= budget:
+    if n <= p.hnsw_max and estimate_memory("hnsw", n, d, p) <= budget:
         return "hnsw", False
     refine = p.refine if p.refine is not None else estimate_memory("ivfpq", n, d, p, refine=True) <= budget
     return "ivfpq", refine
@@ -149,22 +151,46 @@ def _add_rows(impl, vectors: np.ndarray, positions: np.ndarray | None, chunk: in
         impl.add(np.ascontiguousarray(vectors[positions[lo:lo + chunk]]))
 
 
-def exact_topk(queries: np.ndarray, vectors: np.ndarray | torch.Tensor, k: int, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
-    """Exact inner-product top-k in PyTorch, streaming over ``vectors`` in chunks. Missing slots: -inf / -1."""
+def exact_topk(queries: np.ndarray, vectors: np.ndarray | torch.Tensor, k: int, chunk: int = 65536,
+               exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner-product top-k in PyTorch, streaming over ``vectors`` in chunks. Missing slots: -inf / -1.
+
+    ``exclude`` (sorted row numbers) leaves those rows out without copying the rest.
+    """
     q = torch.from_numpy(_as_float32(queries))
     db = vectors if isinstance(vectors, torch.Tensor) else torch.from_numpy(np.asarray(vectors))
+    skip = None if exclude is None or len(exclude) == 0 else torch.from_numpy(np.asarray(exclude, dtype=np.int64))
     n = db.shape[0]
     best_s = torch.full((q.shape[0], k), -math.inf)
     best_i = torch.full((q.shape[0], k), -1, dtype=torch.long)
     for lo in range(0, n, chunk):
         block = db[lo:lo + chunk].float()
         s = q @ block.T
+        if skip is not None:
+            inside = skip[(skip >= lo) & (skip < lo + block.shape[0])] - lo
+            s[:, inside] = -math.inf
         kk = min(k, s.shape[1])
         ts, ti = torch.topk(s, kk, dim=1)
-        cat_s, cat_i = torch.cat([best_s, ts], 1), torch.cat([best_i, ti + lo], 1)
+        ti = torch.where(torch.isfinite(ts), ti + lo, -1)
+        cat_s, cat_i = torch.cat([best_s, ts], 1), torch.cat([best_i, ti], 1)
         order = torch.topk(cat_s, k, dim=1).indices
         best_s, best_i = torch.gather(cat_s, 1, order), torch.gather(cat_i, 1, order)
     return best_s.numpy(), best_i.numpy()
+
+
+@contextmanager
+def _faiss_threads(count: int | None):
+    """Run faiss with ``count`` OpenMP threads inside the block (the setting is per calling thread)."""
+    faiss = import_faiss()
+    if faiss is None or count is None:
+        yield
+        return
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(count)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 class _Part:
@@ -175,6 +201,7 @@ class _Part:
         self.rows = np.asarray(rows, dtype=np.int64)
         self.impl, self.d = impl, d
         self.settings = dict(settings)
+        self.timings: dict[str, float] = {}  # seconds per build stage (train, add, tune); not saved
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -186,7 +213,10 @@ class _Part:
         if self.backend == "torch":
             s, i = exact_topk(q, self.impl, k)
         else:
-            s, i = self.impl.search(q, k)
+            # faiss parallelises over queries: for one query a second thread only adds a fork/join, which costs
+            # milliseconds when the cores are busy (IndexRefine's re-ranking loop forks even for one query)
+            with _faiss_threads(1 if len(q) == 1 else None):
+                s, i = self.impl.search(q, k)
         rows = np.where(i >= 0, self.rows[np.clip(i, 0, None)], -1)
         return s.astype(np.float32), rows
 
@@ -222,20 +252,19 @@ class _Part:
             hnsw_m=self.settings.get("m", 32), ivf_nlist=self.settings.get("nlist"), pq_m=self.settings.get("pq_m")), refine)
 
 
-def _tune(part: _Part, base: np.ndarray, queries: np.ndarray, knob: str, values: Sequence[int], params: IndexParams) -> float:
-    """Set ``knob`` to the smallest value whose recall@``tune_k`` on ``queries`` reaches ``target_recall``.
+def _measure(part: _Part, queries: np.ndarray, truth: np.ndarray) -> float:
+    """Recall@k of ``part`` (current settings) on ``queries`` whose exact top-k (positions in ``part.impl``) is ``truth``."""
+    part.apply_settings()
+    _, got = part.impl.search(queries, truth.shape[1])
+    return float(np.mean([len(set(a) & set(b)) / truth.shape[1] for a, b in zip(got.tolist(), truth.tolist())]))
 
-    ``queries`` are stored vectors held out of the index while tuning (added afterwards), so they behave like
-    fresh queries from the collection's own distribution.
-    """
-    k = min(params.tune_k, len(base))
-    _, truth = exact_topk(queries, base, k)
+
+def _tune(part: _Part, queries: np.ndarray, truth: np.ndarray, knob: str, values: Sequence[int], params: IndexParams) -> float:
+    """Set ``knob`` to the smallest of ``values`` whose recall reaches ``target_recall`` (else the largest)."""
     chosen, recall = values[-1], 0.0
     for v in values:
         part.settings[knob] = v
-        part.apply_settings()
-        _, got = part.impl.search(queries, k)
-        recall = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(got.tolist(), truth.tolist())]))
+        recall = _measure(part, queries, truth)
         if recall >= params.target_recall:
             chosen = v
             break
@@ -243,6 +272,17 @@ def _tune(part: _Part, base: np.ndarray, queries: np.ndarray, knob: str, values:
     part.settings["tuned_recall"] = round(recall, 4)
     part.apply_settings()
     return recall
+
+
+def _tune_refine_depth(part: _Part, queries: np.ndarray, truth: np.ndarray, values: Sequence[int], params: IndexParams) -> None:
+    """IVF-PQ + re-ranking: the shortlist depth ``k_factor`` first, at a generous ``nprobe`` (so missed lists do
+    not hide a shortlist that is too short): the smallest of k_factor x (1, 2, 4, 8) reaching the target."""
+    generous = [v for v in values if v <= max(values[0], part.settings["nlist"] // 8)][-1]
+    part.settings["nprobe"] = generous
+    for f in (1, 2, 4, 8):
+        part.settings["k_factor"] = params.k_factor * f
+        if _measure(part, queries, truth) >= params.target_recall:
+            break
 
 
 def _split_for_tuning(n: int, params: IndexParams, needed: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -265,11 +305,13 @@ def _build_part(modality: str, vectors: np.ndarray, rows: np.ndarray, kind: str,
         impl = faiss.IndexFlatIP(d)
         impl.add(vectors)
         return _Part(modality, "flat", "faiss", rows, impl, d, {})
+    timings, t0 = {}, time.perf_counter()
     if kind == "hnsw":
         kept, held = _split_for_tuning(n, params, params.ef_search is None and params.tune_vectors is None)
         impl = faiss.IndexHNSWFlat(d, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         impl.hnsw.efConstruction = params.ef_construction
         _add_rows(impl, vectors, kept if len(held) else None)
+        timings["add"] = time.perf_counter() - t0
         settings = {"m": params.hnsw_m, "ef_construction": params.ef_construction}
         knob, values = "ef_search", (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
         fixed = params.ef_search
@@ -287,8 +329,10 @@ def _build_part(modality: str, vectors: np.ndarray, rows: np.ndarray, kind: str,
         rng = np.random.default_rng(params.seed)
         cap = max(64 * nlist, 40 * (1 << nbits))  # k-means cost grows with the sample: enough points per centroid
         ivf.train(vectors if n <= cap else vectors[np.sort(rng.choice(n, cap, replace=False))])
+        timings["train"] = time.perf_counter() - t0
         impl = faiss.IndexRefineFlat(ivf) if refine else ivf
         _add_rows(impl, vectors, kept if len(held) else None)
+        timings["add"] = time.perf_counter() - t0 - timings["train"]
         settings = {"nlist": nlist, "pq_m": m, "nbits": nbits, "refine": bool(refine), "k_factor": params.k_factor}
         knob = "nprobe"
         values = [p for p in (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 512) if p <= nlist] or [1]
@@ -296,19 +340,21 @@ def _build_part(modality: str, vectors: np.ndarray, rows: np.ndarray, kind: str,
     else:
         raise ValueError(f"unknown index kind {kind!r}; expected one of {KINDS}")
     part = _Part(modality, kind, "faiss", rows[kept], impl, d, settings)
+    t0 = time.perf_counter()
     if fixed is not None:
         part.settings[knob] = fixed
         part.apply_settings()
     elif params.tune_vectors is not None or len(held):
-        base, queries = ((vectors, normalize(_as_float32(params.tune_vectors))) if params.tune_vectors is not None
-                         else (vectors[kept], vectors[held]))
-        factors = [params.k_factor * f for f in (1, 2, 4, 8)] if kind == "ivfpq" and refine else [None]
-        for kf in factors:  # re-rank more candidates when the probes alone cannot reach the target
-            if kf is not None:
-                part.settings["k_factor"] = kf
-            recall = _tune(part, base, queries, knob, values, params)
-            if recall >= params.target_recall:
-                break
+        # tuning queries: given ones, or stored vectors held out of the index while tuning (added afterwards) so
+        # they behave like fresh queries from the collection's own distribution
+        queries = normalize(_as_float32(params.tune_vectors)) if params.tune_vectors is not None else vectors[held]
+        k = min(params.tune_k, len(kept))
+        _, truth = exact_topk(queries, vectors, k, exclude=held if len(held) else None)
+        if len(held):  # positions in `vectors` -> positions among the kept rows (the ids inside the faiss index)
+            truth = np.where(truth >= 0, np.searchsorted(kept, truth), -1)
+        if kind == "ivfpq" and refine:  # re-rank more candidates when the PQ shortlist alone misses neighbours
+            _tune_refine_depth(part, queries, truth, values, params)
+        recall = _tune(part, queries, truth, knob, values, params)
         if recall < params.target_recall:
             log.warning("%s index of %d vectors (modality %s) reaches recall@%d %.2f at most (target %.2f); the data may be "
                         "near-uniform, where exact search (kind='flat') is the honest choice", kind, n, modality,
@@ -316,8 +362,11 @@ def _build_part(modality: str, vectors: np.ndarray, rows: np.ndarray, kind: str,
     else:  # too small to hold anything out: search generously
         part.settings[knob] = values[min(len(values) - 1, 6)]
         part.apply_settings()
+    timings["tune"] = time.perf_counter() - t0
     if len(held):
         part.add(np.ascontiguousarray(vectors[held]), rows[held])
+    part.timings = {key: round(v, 2) for key, v in timings.items()}
+    log.info("%s part %s of %d vectors: %s; seconds per stage %s", kind, modality, n, part.settings, part.timings)
     return part
 
 

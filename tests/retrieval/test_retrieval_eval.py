@@ -99,6 +99,8 @@ def test_hydra_configs_compose_run_and_reject_typos(manifest, tmp_path):
     assert all(v["emergent"] for v in metrics["retrieval"].values())  # a random model was trained on nothing
     with pytest.raises(Exception, match="batch_sise"):
         _compose("embed", [f"input={manifest}", "out=x", "batch_sise=3"])
+    # forcing a folder's modality is a plain key (`modality` would be read as the training config group)
+    assert _compose("embed", [f"input={manifest}", "out=x", "as_modality=audio"]).as_modality == "audio"
 
 
 def test_anybind_eval_console_script(manifest, tmp_path):

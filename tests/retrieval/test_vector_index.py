@@ -211,3 +211,56 @@ def test_tuning_on_given_queries_covers_out_of_distribution_queries():
     assert idx.parts["image"].settings["tuned_recall"] >= 0.95
     _, rows = idx.search_arrays(test, k=10)
     assert recall(rows, brute(test, x, 10)[0]) >= 0.85
+
+
+def test_auto_kind_at_benchmark_sizes(monkeypatch):
+    """512-wide collections under the default budget (half of a 24 GB machine): HNSW up to hnsw_max, then IVF-PQ with
+    exact re-ranking (the kind benchmarked at 1M in docs/benchmarks.md); without room for the vectors, no re-ranking."""
+    monkeypatch.setattr(index_mod, "default_memory_budget", lambda: 12 << 30)
+    assert choose_kind(5_000, 512) == ("flat", False)
+    assert choose_kind(100_000, 512) == ("hnsw", False)
+    assert choose_kind(1_000_000, 512) == ("ivfpq", True)
+    assert choose_kind(1_000_000, 512, 1 << 30) == ("ivfpq", False)  # 2 GB of vectors do not fit in 1 GB
+    assert choose_kind(1_000_000, 512, params=IndexParams(hnsw_max=2_000_000)) == ("hnsw", False)
+    assert index_mod._resolve_kind("auto", 1_000_000, 512, "12G", None) == ("ivfpq", True)
+
+
+def test_tuned_ivfpq_reranking_survives_save_and_load(tmp_path):
+    rng = np.random.default_rng(14)
+    both = clustered(rng, 6050, d=64, centers=30, noise=0.9)
+    x, q = both[:6000], both[6000:]
+    p = IndexParams(target_recall=0.95, ivf_nlist=40, pq_m=4, k_factor=2, tune_queries=150)
+    idx = build_index(x, meta(6000), kind="ivfpq", params=p)
+    st = idx.parts["image"].settings
+    assert st["refine"] and st["tuned_recall"] >= 0.95 and st["k_factor"] in (4, 8, 16) and 1 <= st["nprobe"] <= 40  # 4-byte codes: deeper re-ranking needed
+    idx.save(tmp_path / "ix")
+    loaded = Index.load(tmp_path / "ix")
+    import faiss
+
+    impl = loaded.parts["image"].impl
+    assert impl.k_factor == st["k_factor"] and faiss.extract_index_ivf(impl).nprobe == st["nprobe"]
+    assert loaded.parts["image"].settings == st
+    np.testing.assert_array_equal(loaded.search_arrays(q, 10)[1], idx.search_arrays(q, 10)[1])
+    assert recall(idx.search_arrays(q, 10)[1], brute(q, x, 10)[0]) >= 0.85
+
+
+def test_single_query_search_equals_batched_and_keeps_thread_setting():
+    import faiss
+
+    rng = np.random.default_rng(15)
+    x, q = clustered(rng, 3000), clustered(rng, 6)
+    idx = build_index(x, meta(3000), kind="ivfpq", params=IndexParams(ivf_nlist=16, nprobe=4, pq_m=8, refine=True))
+    before = faiss.omp_get_max_threads()
+    batched = idx.search_arrays(q, 10)[1]
+    single = np.concatenate([idx.search_arrays(q[i], 10)[1] for i in range(len(q))])
+    np.testing.assert_array_equal(single, batched)
+    assert faiss.omp_get_max_threads() == before
+
+
+def test_exact_topk_can_leave_rows_out():
+    rng = np.random.default_rng(16)
+    x, q = unit(rng, 700), unit(rng, 4)
+    skip = np.sort(rng.choice(700, 90, replace=False))
+    keep = np.setdiff1d(np.arange(700), skip)
+    _, got = exact_topk(q, x, 10, chunk=128, exclude=skip)
+    np.testing.assert_array_equal(got, keep[brute(q, x[keep], 10)[0]])
