@@ -141,6 +141,9 @@ class Trainer:
         self.metrics: dict[str, Any] = {}
         self._csv: CSVLog | None = None
         self._tb = None
+        # Benchmarks set this to {} to get seconds per step phase (data, forward, backward, optimizer) added up in
+        # it; None (the default) times nothing and never synchronizes the device.
+        self.phase_times: dict[str, float] | None = None
 
     # ----------------------------------------------------------------------------------------------- set-up
     def _wrap(self, module: nn.Module) -> nn.Module:
@@ -287,21 +290,36 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
+    def _lap(self, phase: str | None, since: float | None) -> float | None:
+        """With :attr:`phase_times` set: add the seconds since ``since`` to ``phase``; returns the new mark."""
+        if self.phase_times is None:
+            return None
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        if phase is not None and since is not None:
+            self.phase_times[phase] = self.phase_times.get(phase, 0.0) + now - since
+        return now
+
     def _train_step(self, batches: Iterator[dict]) -> dict[str, torch.Tensor]:
         sums: dict[str, torch.Tensor] = {}
         rows = 0
+        mark = self._lap(None, None)
         for micro in range(self.grad_accum):
             batch = next(batches)
             self._record_errors(batch)
             inputs = {m: x.to(self.device, non_blocking=True) for m, x in batch["inputs"].items()}
             valid = {m: v.to(self.device, non_blocking=True) for m, v in batch["valid"].items()}
             rows += len(batch["ids"])
+            mark = self._lap("data", mark)
             sync_later = micro < self.grad_accum - 1 and isinstance(self.wrapped, nn.parallel.DistributedDataParallel)
             with self.wrapped.no_sync() if sync_later else contextlib.nullcontext():
                 with self._amp():
                     out = self.wrapped(inputs, valid)
+                mark = self._lap("forward", mark)
                 loss = out.loss / self.grad_accum
                 (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+                mark = self._lap("backward", mark)
             sums["loss"] = sums.get("loss", 0.0) + out.loss.detach() / self.grad_accum
             for name, v in out.pairs.items():
                 sums[f"loss/{name}"] = sums.get(f"loss/{name}", 0.0) + v / self.grad_accum
@@ -322,6 +340,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.module.loss.clamp_()
+        self._lap("optimizer", mark)
         self.step += 1
         self.samples_seen += rows * dist.world_size()
         return sums
