@@ -135,6 +135,7 @@ def test_train_suite(tmp_path, workdir):
         _positive(r["seconds_per_step"], r["samples_per_s"], r["peak_memory_MiB"], r["params_M"])
         assert r["samples_per_s"] == pytest.approx(r["batch_size"] / r["seconds_per_step"], rel=0.01)
         assert set(r["phase_seconds"]) == {"data", "forward", "backward", "optimizer"}
+        assert r["gflops"] == pytest.approx(r["step_gflop"] / r["seconds_per_step"], rel=0.01)
         assert sum(r["phase_seconds"].values()) <= r["seconds_per_step"] * 1.05 + 1e-3
     assert suite["bound"][1]["params_M"] > suite["bound"][0]["params_M"]  # one more tower
     assert [r["preload"] for r in suite["breakdown"]] == [True, False]

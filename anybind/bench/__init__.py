@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -85,7 +86,7 @@ def _data(a, device) -> dict:
                      modalities=parse_list(a.modalities, MODALITIES), n=_world_n(a),
                      workers=[int(w) for w in parse_list(a.workers, [])] or None,
                      batch_size=4 if a.quick else 32, step_batch=None if a.quick else {"default": 8},
-                     step_steps=1 if a.quick else 2, model_size=parse_list(a.sizes, ["tiny"])[0])
+                     step_steps=1 if a.quick else 2, model_size=parse_list(a.sizes, ["tiny"])[0], device=str(device))
 
 
 def _train(a, device) -> dict:
@@ -112,7 +113,7 @@ def _train(a, device) -> dict:
             r = real_data_breakdown(str(info.manifests["train"]), preset="world", modalities=["image", *order],
                                     model_size=size, batch_size=4 if a.quick else 32, preload=preload,
                                     num_workers=max(2, os.cpu_count() or 1), steps=steps, warmup=1,
-                                    device=str(device), precision=precision)
+                                    device=str(device), precision=precision, compile=a.compile)
             print(f"breakdown preload={preload}: {r['samples_per_s']} samples/s, data share {r['data_wait_share']} "
                   f"(load {r['load']})", flush=True)
             out["breakdown"].append(r)
@@ -154,6 +155,12 @@ def main(argv: list[str] | None = None) -> dict:
     device = resolve_device(a.device)
     suites = list(SUITES) if a.suite == "all" else [a.suite]
     report = {"environment": environment(device), "suites": {}}
+    busy, cores = report["environment"]["loadavg"][0], report["environment"]["cpu_count"] or 1
+    if device.type == "cpu" and busy > cores and report["environment"]["omp_wait_policy"] == "default":
+        print(f"note: load average {busy} on {cores} cores: other processes share the CPU, so timings are inflated, "
+              "and OpenMP threads that spin-wait for a descheduled sibling slow eager models most; "
+              "OMP_WAIT_POLICY=PASSIVE (set before starting) measures what a shared machine can give "
+              "(docs/benchmarks.md)", file=sys.stderr, flush=True)
     markdown = []
     for name in suites:
         env = environment(device)

@@ -83,7 +83,7 @@ def loader_rate(manifest, contracts: dict[str, dict], *, batch_size: int, num_wo
 def run_suite(*, workdir: Path, presets: list[str], modalities: list[str], n: int = 128,
               workers: list[int] | None = None, batch_size: int = DEFAULT_BATCH, step: bool = True,
               step_batch: dict[str, int] | None = None, step_steps: int = 2, model_size: str = "tiny",
-              log=print) -> dict:
+              device: str = "cpu", log=print) -> dict:
     from ..data.manifest import load_manifest
 
     workers = workers if workers is not None else sorted({0, 1, max(2, os.cpu_count() or 1)})
@@ -112,7 +112,7 @@ def run_suite(*, workdir: Path, presets: list[str], modalities: list[str], n: in
 
             b = (step_batch or {}).get(preset, batch_size)
             s = synthetic_step(modalities=["image", *(m for m in modalities if m != "image")], preset=preset,
-                               model_size=model_size, batch_size=b, steps=step_steps, warmup=1)
+                               model_size=model_size, batch_size=b, steps=step_steps, warmup=1, device=device)
             steps.append(s)
             log(f"[{preset}] training step, batch {b}: {s['samples_per_s']} samples/s (load {s['load']})")
     for r in rows:

@@ -97,6 +97,9 @@ def synthetic_step(*, modalities: list[str], preset: str = "default", model_size
     reset_peak_memory(dev)
     for _ in range(warmup):
         trainer._train_step(stream)
+    from .encoders import count_flops
+
+    step_flops = count_flops(lambda: trainer._train_step(stream))  # one more warm-up step, its FLOPs counted
     trainer.phase_times = {}
     t0 = time.perf_counter()
     for _ in range(steps):
@@ -109,6 +112,7 @@ def synthetic_step(*, modalities: list[str], preset: str = "default", model_size
             "model_size": model_size, "precision": precision,
             "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2), "steps": steps,
             "seconds_per_step": sig(dt), "samples_per_s": sig(B / dt), "phase_seconds": phases,
+            "step_gflop": sig(step_flops / 1e9), "gflops": sig(step_flops / dt / 1e9),
             "peak_memory_MiB": round(peak, 1), "memory_kind": kind, "threads": torch.get_num_threads(),
             "load": load()}
 
@@ -149,7 +153,7 @@ def scan_batch(*, batch_sizes, modalities, fresh_process: bool = True, threads: 
 def real_data_breakdown(manifest: str, *, preset: str = "world", modalities=("image", *ORDER), model_size: str = "tiny",
                         batch_size: int = 32, preload: bool = True, num_workers: int = 2, steps: int = 10,
                         warmup: int = 2, device: str = "cpu", precision: str = "fp32",
-                        threads: int | None = None) -> dict:
+                        threads: int | None = None, compile: bool = False) -> dict:
     """Real training steps (manifest files -> DataLoader -> step) with the phase timer on.
 
     The process uses the recipe's thread rule (cores minus busy DataLoader workers) unless ``threads`` is given.
@@ -162,7 +166,7 @@ def real_data_breakdown(manifest: str, *, preset: str = "world", modalities=("im
     overrides = preset_overrides(preset, list(modalities), model_size) + [
         f"data.manifest={manifest}", "data.val_manifest=null", "data.train_split=null",
         f"data.batch_size={batch_size}", f"data.preload={str(preload).lower()}", f"data.num_workers={num_workers}",
-        "trainer.progress=false", "eval.enabled=false"]
+        "trainer.progress=false", "eval.enabled=false", f"trainer.compile={str(compile).lower()}"]
     cfg = compose_train_config(overrides)
     torch.set_num_threads(threads or default_threads(dev, 0 if preload else num_workers))
     t0 = time.perf_counter()
@@ -197,7 +201,8 @@ def flatten_phases(rows: list[dict]) -> list[dict]:
 
 
 SYNTH_COLUMNS = [("preset", "preset"), ("modalities", "modalities"), ("batch_size", "batch"), ("params_M", "params M"),
-                 ("seconds_per_step", "s/step"), ("samples_per_s", "samples/s"), ("forward_s", "forward s"),
+                 ("seconds_per_step", "s/step"), ("samples_per_s", "samples/s"), ("gflops", "GFLOP/s"),
+                 ("forward_s", "forward s"),
                  ("backward_s", "backward s"), ("optimizer_s", "optimizer s"), ("peak_memory_MiB", "peak MiB"),
                  ("load", "load")]
 REAL_COLUMNS = [("preset", "preset"), ("preload", "preload"), ("num_workers", "workers"), ("threads", "threads"),
