@@ -160,8 +160,8 @@ def _cell(v) -> str:
         return "-"
     if isinstance(v, float):
         return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
-    if isinstance(v, (list, tuple)):
-        return "+".join(str(x) for x in v)
+    if isinstance(v, (list, tuple)):  # a shape (6, 2000) -> 6x2000; names (image, text) -> image+text
+        return ("x" if all(isinstance(x, int) for x in v) else "+").join(str(x) for x in v)
     return str(v)
 
 
