@@ -121,10 +121,16 @@ class ManifestDataset(Dataset):
         """Transform every (sample, modality) once and keep the tensors in memory; returns how many failed.
 
         For small datasets with deterministic transforms (all built-in ones are): later epochs skip decoding.
-        Failures are not cached, so they are still counted and reported during training.
+        A value that several samples share (the same file or text in many rows) is transformed once and its
+        tensor shared. Failures are not cached, so they are still counted and reported during training.
         """
-        cache: dict[tuple[int, str], torch.Tensor] = {}
-        loader = DataLoader(self, batch_size=batch_size, num_workers=num_workers, collate_fn=list,
+        first: dict[tuple[str, str], int] = {}  # (modality, value) -> the first sample holding it
+        items: list[Item] = []
+        for i, s in enumerate(self.manifest):
+            new = tuple(m for m in s.items if m in self.contracts and first.setdefault((m, s.items[m]), i) == i)
+            if new:
+                items.append((i, new, new))
+        loader = DataLoader(self, batch_size=batch_size, sampler=items, num_workers=num_workers, collate_fn=list,
                             worker_init_fn=worker_init if num_workers else None)
         failed = 0
         it = loader
@@ -132,11 +138,18 @@ class ManifestDataset(Dataset):
             from tqdm.auto import tqdm
 
             it = tqdm(loader, desc="preload", unit="batch", leave=False)
+        loaded: dict[tuple[str, str], torch.Tensor] = {}
         for rows in it:
             for r in rows:
                 failed += len(r["errors"])
                 for m, x in r["inputs"].items():
-                    cache[(r["index"], m)] = x
+                    loaded[(m, self.manifest[r["index"]].items[m])] = x
+        cache: dict[tuple[int, str], torch.Tensor] = {}
+        for i, s in enumerate(self.manifest):
+            for m in s.items:
+                x = loaded.get((m, s.items[m]))
+                if x is not None:
+                    cache[(i, m)] = x
         self._cache = cache
         return failed
 

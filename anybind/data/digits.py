@@ -1,0 +1,332 @@
+"""Spoken digits (FSDD), handwritten digits (MNIST) and digit words, paired by class into anybind manifests.
+
+``anybind-prepare-digits --fsdd FSDD/recordings --mnist MNIST_DIR --out data/digits`` reads the recordings and the
+idx files in place, writes every MNIST image as a 28x28 PNG under ``OUT/mnist/`` and these manifests
+(ARCHITECTURE contract 4; labels are the digit words, ``"seven"``):
+
+=====================  ================================================================================
+``image_text.jsonl``   stage 1 (anchor): each MNIST image with a caption from :data:`CAPTION_TEMPLATES`
+                       (``captions_per_image`` rows per training image, one per test image)
+``audio_image.jsonl``  stage 2 (bind): each recording with ``images_per_recording`` random MNIST images of
+                       its digit (training images for training recordings, test images otherwise); no text
+``eval_test.jsonl``    evaluation, one modality per row: the test takes, the MNIST test images, one caption
+                       per digit and template
+``eval_heldout.jsonl`` the same with every recording of the held-out speakers instead of the test takes
+``digits.json``        the options, the counts and the manifests' names
+=====================  ================================================================================
+
+Splits. FSDD file names are ``{digit}_{speaker}_{take}.wav``; takes 0-4 of every speaker are the test set (the
+dataset's convention) and the others train, except that every take of a held-out speaker (``heldout_speakers``)
+goes to split ``heldout`` and is never trained on. MNIST (only its 10000-image test set is needed) is split by a
+seeded per-class permutation into ``train`` and ``test``.
+
+Training sees image-text pairs and audio-image pairs only: audio and text never share a row, so audio->text
+retrieval and zero-shot audio classification through text prompts are emergent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import InputError
+from .manifest import write_manifest
+
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+# {word}: "seven", {numeral}: "7". Training captions and zero-shot prompts both come from here.
+CAPTION_TEMPLATES = (
+    "a handwritten {word}",
+    "the digit {numeral}",
+    "the number {word}",
+    "a handwritten digit {numeral}",
+    "the written number {word}",
+    "a drawing of the digit {word}",
+    "{word}",
+    "{numeral}",
+)
+FSDD_NAME = re.compile(r"^(\d)_([A-Za-z0-9-]+)_(\d+)\.wav$")
+FSDD_TEST_TAKES = 5  # takes 0-4 of every speaker: the FSDD test set
+DEFAULT_HELDOUT = ("george",)  # the first speaker in alphabetical order
+IDX_MAGIC = {2051: 3, 2049: 1}  # images (N, rows, cols), labels (N,) ; dtype byte 0x08 = uint8
+
+
+def caption(template: str, digit: int) -> str:
+    """``caption("a handwritten {word}", 7) == "a handwritten seven"``; ``{numeral}`` gives ``"7"``."""
+    return template.format(word=DIGIT_WORDS[digit], numeral=str(digit))
+
+
+def class_prompts(digit: int, templates: Sequence[str] = CAPTION_TEMPLATES) -> list[str]:
+    """Every caption of ``digit``: the prompt ensemble of zero-shot classification."""
+    return [caption(t, digit) for t in templates]
+
+
+# ----------------------------------------------------------------------------------------------- readers
+def read_idx(path: str | Path) -> np.ndarray:
+    """An MNIST idx file (``.gz`` or raw) -> uint8 array: images ``(N, 28, 28)`` or labels ``(N,)``."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "mnist", "file does not exist")
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise InputError(path, "mnist", f"cannot be read ({exc})") from exc
+    if len(data) < 8:
+        raise InputError(path, "mnist", f"too short for an idx header ({len(data)} bytes)")
+    magic = int.from_bytes(data[:4], "big")
+    if magic not in IDX_MAGIC:
+        raise InputError(path, "mnist", f"not a uint8 idx file (magic {magic:#010x}, expected 0x00000803 or 0x00000801)")
+    ndim = IDX_MAGIC[magic]
+    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    start = 4 + 4 * ndim
+    size = int(np.prod(dims))
+    if len(data) - start != size:
+        raise InputError(path, "mnist", f"header says {dims} = {size} bytes of data, the file holds {len(data) - start}")
+    return np.frombuffer(data, dtype=np.uint8, offset=start).reshape(dims)
+
+
+def _find(folder: Path, stem: str) -> Path:
+    for name in (f"{stem}.gz", stem):
+        if (folder / name).is_file():
+            return folder / name
+    raise InputError(folder / f"{stem}.gz", "mnist", f"no {stem}(.gz) in {folder}")
+
+
+def load_mnist(folder: str | Path, prefix: str = "t10k") -> tuple[np.ndarray, np.ndarray]:
+    """``(images uint8 (N, 28, 28), labels uint8 (N,))`` from ``{prefix}-images-idx3-ubyte(.gz)`` and labels."""
+    folder = Path(folder)
+    images = read_idx(_find(folder, f"{prefix}-images-idx3-ubyte"))
+    labels = read_idx(_find(folder, f"{prefix}-labels-idx1-ubyte"))
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise InputError(folder, "mnist", f"images {images.shape} and labels {labels.shape} do not match")
+    if labels.max(initial=0) > 9:
+        raise InputError(folder, "mnist", f"labels must be digits 0-9, found {int(labels.max())}")
+    return images, labels
+
+
+@dataclass(frozen=True)
+class Recording:
+    path: Path
+    digit: int
+    speaker: str
+    take: int
+
+    @property
+    def id(self) -> str:
+        return self.path.stem  # "7_theo_12"
+
+
+def list_fsdd(folder: str | Path) -> list[Recording]:
+    """Every ``{digit}_{speaker}_{take}.wav`` in ``folder``, sorted; any other ``.wav`` name raises."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(folder, "audio", "FSDD recordings folder does not exist")
+    out = []
+    for p in sorted(folder.glob("*.wav")):
+        m = FSDD_NAME.match(p.name)
+        if m is None:
+            raise InputError(p, "audio", "FSDD file names are {digit}_{speaker}_{take}.wav")
+        out.append(Recording(p.resolve(), int(m.group(1)), m.group(2), int(m.group(3))))
+    if not out:
+        raise InputError(folder, "audio", "no .wav recordings in the FSDD folder")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ splits
+def fsdd_split(rec: Recording, heldout_speakers: Sequence[str] = DEFAULT_HELDOUT) -> str:
+    """``heldout`` for a held-out speaker, else ``test`` for takes 0-4, else ``train``."""
+    if rec.speaker in heldout_speakers:
+        return "heldout"
+    return "test" if rec.take < FSDD_TEST_TAKES else "train"
+
+
+def mnist_split(labels: np.ndarray, test_fraction: float, seed: int) -> np.ndarray:
+    """A ``"train"`` / ``"test"`` string per image: per digit, a seeded ``test_fraction`` of its images is test."""
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    rng = np.random.default_rng(seed)
+    split = np.full(len(labels), "train", dtype=object)
+    for d in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == d))
+        split[idx[: max(1, round(len(idx) * test_fraction))]] = "test"
+    return split
+
+
+# ------------------------------------------------------------------------------------------------ writing
+@dataclass
+class DigitsParams:
+    heldout_speakers: tuple[str, ...] = DEFAULT_HELDOUT
+    mnist_test_fraction: float = 0.2
+    captions_per_image: int = 2
+    images_per_recording: int = 8
+    seed: int = 0
+    images_per_class: int | None = None  # keep at most this many MNIST images per digit (small test subsets)
+    max_take: int | None = None  # keep FSDD takes 0 .. max_take - 1 only (small test subsets)
+    speakers: tuple[str, ...] | None = None  # keep these FSDD speakers only
+
+
+@dataclass
+class DigitsData:
+    root: Path
+    manifests: dict[str, Path]
+    counts: dict[str, dict[str, int]]
+    params: DigitsParams = field(default_factory=DigitsParams)
+
+
+MANIFESTS = ("image_text", "audio_image", "eval_test", "eval_heldout")
+
+
+def _write_pngs(images: np.ndarray, keep: np.ndarray, folder: Path) -> dict[int, str]:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    names = {}
+    for i in keep.tolist():
+        name = f"mnist/{i:05d}.png"
+        path = folder / f"{i:05d}.png"
+        if not path.is_file():  # the same index is the same image: re-runs only write what is missing
+            tmp = path.with_suffix(".tmp")
+            Image.fromarray(images[i], mode="L").save(tmp, format="PNG")
+            tmp.replace(path)
+        names[i] = name
+    return names
+
+
+def prepare_digits(fsdd_dir: str | Path, mnist_dir: str | Path, out_dir: str | Path, **params) -> DigitsData:
+    """Write the MNIST PNGs and the four manifests (see the module docstring) under ``out_dir``.
+
+    ``params`` are :class:`DigitsParams` fields. Recordings stay where they are (manifests hold absolute paths).
+    """
+    p = DigitsParams(**params)
+    p.heldout_speakers = tuple(p.heldout_speakers)
+    if p.captions_per_image < 1 or p.images_per_recording < 1:
+        raise ValueError("captions_per_image and images_per_recording must be >= 1")
+    out = Path(out_dir).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(p.seed)
+
+    # MNIST: split, optional per-class subset, PNGs
+    images, labels = load_mnist(mnist_dir)
+    msplit = mnist_split(labels, p.mnist_test_fraction, p.seed)
+    keep = np.arange(len(labels))
+    if p.images_per_class is not None:
+        keep = np.concatenate([np.flatnonzero(labels == d)[: p.images_per_class] for d in range(10)])
+        keep.sort()
+        msplit = mnist_split(labels[keep], p.mnist_test_fraction, p.seed)
+        msplit = dict(zip(keep.tolist(), msplit))
+    else:
+        msplit = dict(enumerate(msplit))
+    png = _write_pngs(images, keep, out / "mnist")
+    by_class = {(s, d): [i for i in keep.tolist() if msplit[i] == s and labels[i] == d]
+                for s in ("train", "test") for d in range(10)}
+    missing = [f"{s}/{DIGIT_WORDS[d]}" for (s, d), v in by_class.items() if not v]
+    if missing:
+        raise ValueError(f"MNIST subset leaves no image for {missing}; raise images_per_class")
+
+    # FSDD: recordings and their splits
+    recs = list_fsdd(fsdd_dir)
+    if p.speakers is not None:
+        recs = [r for r in recs if r.speaker in p.speakers]
+    if p.max_take is not None:
+        recs = [r for r in recs if r.take < p.max_take]
+    speakers = sorted({r.speaker for r in recs})
+    unknown = [s for s in p.heldout_speakers if s not in speakers]
+    if unknown:
+        raise ValueError(f"held-out speakers {unknown} are not among the FSDD speakers {speakers}")
+
+    # image-text (anchor stage)
+    templates = len(CAPTION_TEMPLATES)
+    image_text = []
+    for i in keep.tolist():
+        d, s = int(labels[i]), msplit[i]
+        n = p.captions_per_image if s == "train" else 1
+        for k, t in enumerate(rng.choice(templates, size=min(n, templates), replace=False).tolist()):
+            image_text.append({"id": f"mnist{i:05d}-c{k}", "image": png[i], "text": caption(CAPTION_TEMPLATES[t], d),
+                               "label": DIGIT_WORDS[d], "split": s})
+
+    # audio-image (bind stage): training recordings meet training images, the rest meet test images
+    audio_image, splits = [], {}
+    for r in recs:
+        s = splits[r.id] = fsdd_split(r, p.heldout_speakers)
+        pool = by_class[("train" if s == "train" else "test", r.digit)]
+        n = min(p.images_per_recording if s == "train" else 1, len(pool))
+        for k, i in enumerate(rng.choice(pool, size=n, replace=False).tolist()):
+            audio_image.append({"id": f"{r.id}-i{k}", "audio": str(r.path), "image": png[i],
+                                "label": DIGIT_WORDS[r.digit], "split": s, "speaker": r.speaker, "take": r.take})
+
+    # evaluation: one modality per row
+    def eval_rows(audio_split: str) -> list[dict]:
+        rows = [{"id": r.id, "audio": str(r.path), "label": DIGIT_WORDS[r.digit], "split": audio_split,
+                 "speaker": r.speaker, "take": r.take} for r in recs if splits[r.id] == audio_split]
+        rows += [{"id": f"mnist{i:05d}", "image": png[i], "label": DIGIT_WORDS[int(labels[i])], "split": audio_split}
+                 for i in keep.tolist() if msplit[i] == "test"]
+        rows += [{"id": f"text-{d}-{t}", "text": caption(tpl, d), "label": DIGIT_WORDS[d], "split": audio_split}
+                 for d in range(10) for t, tpl in enumerate(CAPTION_TEMPLATES)]
+        return rows
+
+    manifests = {
+        "image_text": write_manifest(out / "image_text.jsonl", image_text),
+        "audio_image": write_manifest(out / "audio_image.jsonl", audio_image),
+        "eval_test": write_manifest(out / "eval_test.jsonl", eval_rows("test")),
+        "eval_heldout": write_manifest(out / "eval_heldout.jsonl", eval_rows("heldout") if p.heldout_speakers else []),
+    }
+    count = lambda rows, key: {s: sum(1 for r in rows if r["split"] == s and key in r)  # noqa: E731
+                               for s in sorted({r["split"] for r in rows})}
+    counts = {
+        "mnist_images": {s: sum(1 for i in keep.tolist() if msplit[i] == s) for s in ("train", "test")},
+        "recordings": {s: sum(1 for v in splits.values() if v == s) for s in ("train", "test", "heldout")},
+        "image_text_rows": count(image_text, "text"),
+        "audio_image_rows": count(audio_image, "audio"),
+    }
+    info = {"params": {**asdict(p), "fsdd": str(Path(fsdd_dir).resolve()), "mnist": str(Path(mnist_dir).resolve())},
+            "speakers": speakers, "counts": counts, "manifests": {k: v.name for k, v in manifests.items()},
+            "templates": list(CAPTION_TEMPLATES), "labels": list(DIGIT_WORDS)}
+    (out / "digits.json").write_text(json.dumps(info, indent=2) + "\n")
+    return DigitsData(out, manifests, counts, p)
+
+
+# --------------------------------------------------------------------------------------------------- CLI
+def default_data_dir() -> Path:
+    """``../shared/data`` next to the repository (where the project's tests find FSDD and MNIST)."""
+    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``anybind-prepare-digits``: write the digits manifests (see :mod:`anybind.data.digits`)."""
+    d, shared = DigitsParams(), default_data_dir()
+    ap = argparse.ArgumentParser(prog="anybind-prepare-digits",
+                                 description="FSDD + MNIST -> image-text and audio-image manifests paired by digit")
+    ap.add_argument("--fsdd", default=str(shared / "fsdd" / "recordings"), help="FSDD recordings folder")
+    ap.add_argument("--mnist", default=str(shared / "mnist"), help="folder with t10k-images/labels idx(.gz) files")
+    ap.add_argument("--out", default="data/digits", help="output folder (PNGs + manifests)")
+    ap.add_argument("--heldout-speakers", nargs="*", default=list(d.heldout_speakers), metavar="SPEAKER",
+                    help="speakers kept out of training (none: no held-out split)")
+    ap.add_argument("--mnist-test-fraction", type=float, default=d.mnist_test_fraction)
+    ap.add_argument("--captions-per-image", type=int, default=d.captions_per_image)
+    ap.add_argument("--images-per-recording", type=int, default=d.images_per_recording)
+    ap.add_argument("--seed", type=int, default=d.seed)
+    ap.add_argument("--images-per-class", type=int, default=None, help="small subset: MNIST images per digit")
+    ap.add_argument("--max-take", type=int, default=None, help="small subset: FSDD takes 0..N-1 only")
+    ap.add_argument("--speakers", nargs="*", default=None, help="small subset: these FSDD speakers only")
+    a = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    info = prepare_digits(a.fsdd, a.mnist, a.out, heldout_speakers=tuple(a.heldout_speakers),
+                          mnist_test_fraction=a.mnist_test_fraction, captions_per_image=a.captions_per_image,
+                          images_per_recording=a.images_per_recording, seed=a.seed,
+                          images_per_class=a.images_per_class, max_take=a.max_take,
+                          speakers=tuple(a.speakers) if a.speakers else None)
+    print(f"digits data in {info.root} ({time.perf_counter() - t0:.1f} s)")
+    print(json.dumps({"counts": info.counts, "manifests": {k: str(v) for k, v in info.manifests.items()}}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

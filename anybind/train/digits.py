@@ -1,0 +1,221 @@
+"""The real-data recipe: spoken digits classified through text, although no audio-text pair was ever trained.
+
+``python -m anybind.train.digits --data data/digits --out runs/digits`` runs, in one process:
+
+1. **prepare** (only when ``DATA/digits.json`` is missing): :func:`anybind.data.digits.prepare_digits` from the
+   FSDD recordings and MNIST idx files (``--fsdd``, ``--mnist``; default ``../shared/data``);
+2. **anchor** (``experiment=digits_anchor``): image and text towers on MNIST images and their captions;
+3. **bind** (``experiment=digits``): image and text frozen from stage 1, an audio tower trained on recordings
+   paired with MNIST images of their digit;
+4. **evaluate** the bound model (:func:`evaluate_digits`) on the FSDD test takes and on the held-out speakers:
+   zero-shot audio and image classification through the text prompts of the ten digit words, retrieval by class
+   among audio, image and text (``emergent`` marks pairs never trained together), confusion matrices.
+
+``OUT`` gets ``anchor/`` and ``bind/`` (each a normal training run directory), ``metrics.json`` (ARCHITECTURE
+contract 3, plus ``heldout``, ``prompt_ensemble`` and ``timing``), ``confusion_audio.png`` and
+``retrieval_R@1.png``. Extra ``--anchor KEY=VALUE`` / ``--bind KEY=VALUE`` arguments are Hydra overrides of
+the two stages (``--anchor model_size=test trainer.max_steps=4``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import resource
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from ..data.digits import CAPTION_TEMPLATES, DIGIT_WORDS, class_prompts, default_data_dir, prepare_digits
+
+log = logging.getLogger("anybind.train")
+
+ANCHOR_EXPERIMENT, BIND_EXPERIMENT = "digits_anchor", "digits"
+PROMPT = "the number {}"
+
+
+def _cpu_seconds() -> float:
+    """user + sys CPU seconds of this process and its finished children."""
+    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
+
+
+def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int = 10) -> torch.Tensor:
+    """``(num_classes, num_classes)`` counts: row = true class, column = predicted class."""
+    cm = torch.zeros(num_classes * num_classes, dtype=torch.long)
+    cm.index_add_(0, target.long() * num_classes + pred.long(), torch.ones_like(target, dtype=torch.long))
+    return cm.view(num_classes, num_classes)
+
+
+def plot_confusion(matrices: dict[str, torch.Tensor], path: str | Path, labels: Sequence[str] = DIGIT_WORDS) -> Path:
+    """Side-by-side confusion matrices (``title -> counts``), each row normalized to the fraction of its class."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(matrices), figsize=(5.2 * len(matrices), 4.8), squeeze=False)
+    for ax, (title, cm) in zip(axes[0], matrices.items()):
+        frac = cm.float() / cm.sum(dim=1, keepdim=True).clamp(min=1)
+        ax.imshow(frac.numpy(), cmap="Blues", vmin=0.0, vmax=1.0)
+        for r in range(len(labels)):
+            for c in range(len(labels)):
+                if cm[r, c]:
+                    ax.text(c, r, str(int(cm[r, c])), ha="center", va="center", fontsize=7,
+                            color="white" if frac[r, c] > 0.6 else "black")
+        ax.set_xticks(range(len(labels)), labels, rotation=45, fontsize=8)
+        ax.set_yticks(range(len(labels)), labels, fontsize=8)
+        ax.set_xlabel("predicted (nearest text prompt)")
+        ax.set_ylabel("spoken digit")
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+@torch.no_grad()
+def evaluate_digits(model, manifest, *, trained_pairs=(), prompt: str = PROMPT, dataset: str = "fsdd",
+                    image_dataset: str = "mnist", batch_size: int = 256) -> dict[str, Any]:
+    """Score a bound model on an evaluation manifest (``eval_test.jsonl`` / ``eval_heldout.jsonl``).
+
+    Returns ``{"retrieval": {"q->g": ...}, "zero_shot": {"<dataset>/audio", "<image_dataset>/image"},
+    "prompt_ensemble": {...}, "confusion": {"audio": 10x10 list}}``. Zero-shot classes are the ten digit words
+    (``prompt.format(word)``); ``prompt_ensemble`` averages the text embeddings of every caption template.
+    Retrieval matches by label; ``trained_pairs`` (sets of two modalities) decide each pair's ``emergent`` flag.
+    """
+    from ..evaluate import embed_manifest, retrieval_metrics, zero_shot_metrics
+
+    emb, keys = embed_manifest(model, manifest, batch_size=batch_size, match_key="label")
+    out: dict[str, Any] = {"retrieval": retrieval_metrics(emb, keys, trained_pairs), "zero_shot": {},
+                           "prompt_ensemble": {}, "confusion": {}}
+    single = model.embed({"text": [prompt.format(w) for w in DIGIT_WORDS]}, batch_size=batch_size)["text"]
+    every = [p for d in range(10) for p in class_prompts(d)]
+    ens = model.embed({"text": every}, batch_size=batch_size)["text"].view(10, len(CAPTION_TEMPLATES), -1).mean(1)
+    ens = torch.nn.functional.normalize(ens, dim=-1)
+    names = {"audio": f"{dataset}/audio", "image": f"{image_dataset}/image"}
+    for m, name in names.items():
+        if m not in emb:
+            continue
+        out["zero_shot"][name] = zero_shot_metrics(emb[m], single, keys[m], list(DIGIT_WORDS))
+        out["prompt_ensemble"][name] = zero_shot_metrics(emb[m], ens, keys[m], list(DIGIT_WORDS))
+        target = torch.tensor([DIGIT_WORDS.index(k) for k in keys[m]])
+        out["confusion"][m] = confusion_matrix((emb[m] @ single.T).argmax(1), target).tolist()
+    return out
+
+
+def _stage(experiment: str, out: Path, overrides: Sequence[str]):
+    from .recipe import compose_train_config, run
+
+    cfg = compose_train_config([f"experiment={experiment}", f"out_dir={out}", *overrides])
+    return run(cfg, out)
+
+
+def run_digits(data_dir: str | Path, out_dir: str | Path, *, fsdd: str | Path | None = None,
+               mnist: str | Path | None = None, anchor_overrides: Sequence[str] = (),
+               bind_overrides: Sequence[str] = (), prompt: str = PROMPT) -> dict[str, Any]:
+    """Prepare (when needed), train both stages, evaluate; returns the metrics written to ``OUT/metrics.json``."""
+    from ..checkpoint import load, load_tensors
+    from ..evaluate import plot_retrieval_heatmap, write_metrics
+
+    data, out = Path(data_dir).resolve(), Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    timing: dict[str, Any] = {"load_avg_start": list(os.getloadavg()), "cpu_count": os.cpu_count()}
+    t_all, c_all = time.perf_counter(), _cpu_seconds()
+
+    def clock(name: str, t0: float, c0: float) -> None:
+        timing[name] = {"wall_s": round(time.perf_counter() - t0, 1), "cpu_s": round(_cpu_seconds() - c0, 1),
+                        "load_avg": [round(x, 2) for x in os.getloadavg()]}
+        log.info("digits %s: %.1f s wall, %.1f s CPU (load %s)", name, timing[name]["wall_s"],
+                 timing[name]["cpu_s"], timing[name]["load_avg"])
+
+    t0, c0 = time.perf_counter(), _cpu_seconds()
+    if not (data / "digits.json").is_file():
+        shared = default_data_dir()
+        prepare_digits(fsdd or shared / "fsdd" / "recordings", mnist or shared / "mnist", data)
+    clock("prepare", t0, c0)
+
+    t0, c0 = time.perf_counter(), _cpu_seconds()
+    anchor = _stage(ANCHOR_EXPERIMENT, out / "anchor",
+                    [f"data.manifest={data / 'image_text.jsonl'}", f"eval.prompt='{prompt}'", *anchor_overrides])
+    clock("anchor", t0, c0)
+
+    t0, c0 = time.perf_counter(), _cpu_seconds()
+    bind = _stage(BIND_EXPERIMENT, out / "bind",
+                  [f"init_from={anchor.checkpoint_path}", f"data.manifest={data / 'audio_image.jsonl'}",
+                   f"eval.manifest={data / 'eval_test.jsonl'}", f"eval.prompt='{prompt}'", *bind_overrides])
+    clock("bind", t0, c0)
+
+    t0, c0 = time.perf_counter(), _cpu_seconds()
+    model = load(bind.checkpoint_path)
+    pairs = {frozenset(p) for p in load_tensors(bind.checkpoint_path)[1].get("trained_pairs", [])}
+    test = evaluate_digits(model, data / "eval_test.jsonl", trained_pairs=pairs, prompt=prompt)
+    metrics: dict[str, Any] = {"retrieval": test["retrieval"], "zero_shot": test["zero_shot"],
+                               "prompt_ensemble": test["prompt_ensemble"], "confusion": test["confusion"],
+                               "prompt": prompt, "trained_pairs": sorted(sorted(p) for p in pairs)}
+    confusions = {f"FSDD test takes: top-1 {test['zero_shot']['fsdd/audio']['top1']:.3f}":
+                  torch.tensor(test["confusion"]["audio"])}
+    heldout_path = data / "eval_heldout.jsonl"
+    if heldout_path.is_file() and heldout_path.stat().st_size:
+        held = evaluate_digits(model, heldout_path, trained_pairs=pairs, prompt=prompt, dataset="fsdd_heldout")
+        metrics["zero_shot"]["fsdd_heldout/audio"] = held["zero_shot"]["fsdd_heldout/audio"]
+        metrics["prompt_ensemble"]["fsdd_heldout/audio"] = held["prompt_ensemble"]["fsdd_heldout/audio"]
+        metrics["heldout"] = {"retrieval": {k: v for k, v in held["retrieval"].items() if "audio" in k},
+                              "confusion": held["confusion"]["audio"]}
+        speakers = json.loads((data / "digits.json").read_text())["params"]["heldout_speakers"]
+        confusions[f"held-out speaker {', '.join(speakers)}: top-1 "
+                   f"{held['zero_shot']['fsdd_heldout/audio']['top1']:.3f}"] = torch.tensor(held["confusion"]["audio"])
+    plot_confusion(confusions, out / "confusion_audio.png")
+    plot_retrieval_heatmap(metrics, out / "retrieval_R@1.png")
+    clock("evaluate", t0, c0)
+    timing["total"] = {"wall_s": round(time.perf_counter() - t_all, 1), "cpu_s": round(_cpu_seconds() - c_all, 1),
+                       "load_avg": [round(x, 2) for x in os.getloadavg()]}
+    metrics["timing"] = timing
+    metrics["runs"] = {"anchor": str(anchor.run_dir), "bind": str(bind.run_dir)}
+    write_metrics(out, metrics)
+    return metrics
+
+
+def _summary(m: dict) -> str:
+    zs, r = m["zero_shot"], m["retrieval"]
+    lines = [f"zero-shot audio->text top-1 (emergent), FSDD test takes: {zs['fsdd/audio']['top1']:.3f} "
+             f"(n={zs['fsdd/audio']['n']})"]
+    if "fsdd_heldout/audio" in zs:
+        lines.append(f"zero-shot audio->text top-1 (emergent), held-out speakers: {zs['fsdd_heldout/audio']['top1']:.3f} "
+                     f"(n={zs['fsdd_heldout/audio']['n']})")
+    lines.append(f"audio->image R@1 by class: {r['audio->image']['R@1']:.3f}; audio->text R@1: {r['audio->text']['R@1']:.3f}"
+                 f" (emergent: {r['audio->text']['emergent']})")
+    lines.append(f"zero-shot image->text top-1, MNIST test: {zs['mnist/image']['top1']:.3f} (n={zs['mnist/image']['n']})")
+    t = m["timing"]["total"]
+    lines.append(f"total {t['wall_s']:.0f} s wall, {t['cpu_s']:.0f} s CPU (user+sys), load average {t['load_avg']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m anybind.train.digits``: prepare -> anchor -> bind -> evaluate (see the module docstring)."""
+    shared = default_data_dir()
+    ap = argparse.ArgumentParser(prog="python -m anybind.train.digits", description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="data/digits", help="prepared digits folder (prepared here when missing)")
+    ap.add_argument("--out", default="runs/digits", help="output folder")
+    ap.add_argument("--fsdd", default=str(shared / "fsdd" / "recordings"))
+    ap.add_argument("--mnist", default=str(shared / "mnist"))
+    ap.add_argument("--prompt", default=PROMPT, help="zero-shot prompt, formatted with the digit word")
+    ap.add_argument("--anchor", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of the anchor stage")
+    ap.add_argument("--bind", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of the bind stage")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
+    m = run_digits(a.data, a.out, fsdd=a.fsdd, mnist=a.mnist, anchor_overrides=a.anchor, bind_overrides=a.bind,
+                   prompt=a.prompt)
+    print(_summary(m))
+    print(f"metrics: {Path(a.out) / 'metrics.json'}; figures: {Path(a.out) / 'confusion_audio.png'}, "
+          f"{Path(a.out) / 'retrieval_R@1.png'}")
+
+
+if __name__ == "__main__":
+    main()
