@@ -16,6 +16,8 @@ Heavy decoders (soundfile, librosa, decord) are imported on first use so that ``
 
 from __future__ import annotations
 
+import os
+import weakref
 from pathlib import Path
 from typing import Sequence
 
@@ -189,12 +191,33 @@ def _read_audio_librosa(path: Path, sf_exc: Exception) -> tuple[torch.Tensor, in
 # ----------------------------------------------------------------------------------------------------- video
 
 
+_OPEN_DECODERS: "weakref.WeakSet" = weakref.WeakSet()
+
+
+def _disown_decoders_after_fork() -> None:
+    """In a forked child (a DataLoader worker), forget the decord decoders inherited from the parent.
+
+    A decord reader owns decoding threads; a fork copies the reader but not its threads, and freeing that copy waits
+    on them forever. A reader the parent had not yet freed (say, one held by an exception's traceback until the next
+    garbage collection) would hang the worker at its first collection, so the child drops the handles unfreed: the
+    memory belongs to the parent's copy anyway.
+    """
+    for reader in list(_OPEN_DECODERS):
+        reader._handle = None
+    _OPEN_DECODERS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_disown_decoders_after_fork)
+
+
 class VideoSource:
     """A video file opened with decord; no frame is decoded until :meth:`get_frames` asks for it.
 
     ``num_frames`` and ``fps`` come from the container index. ``frames_decoded`` counts the frames returned so far
     (each ``get_frames`` call is one batched decord ``get_batch``), which makes "decode only what you keep"
-    checkable. Picklable: the decoder is reopened after unpickling.
+    checkable. :meth:`close` frees the decoder now (it reopens on the next :meth:`get_frames`); a context manager
+    closes on exit. Picklable: the decoder is reopened after unpickling.
     """
 
     def __init__(self, path: str | Path, *, num_threads: int = 1):
@@ -208,6 +231,7 @@ class VideoSource:
         fps = float(reader.get_avg_fps() or 0.0)
         self.fps = fps if np.isfinite(fps) and fps > 0 else 25.0
         if self.num_frames <= 0:
+            self.close()
             raise InputError(self.path, "video", "video has no frames")
 
     def _open(self):
@@ -222,7 +246,21 @@ class VideoSource:
                 self._reader = decord.VideoReader(str(self.path), ctx=decord.cpu(0), num_threads=self.num_threads)
             except Exception as exc:  # noqa: BLE001 - decord raises DECORDError or RuntimeError
                 raise InputError(self.path, "video", _diagnose_video(self.path, exc)) from None
+            _OPEN_DECODERS.add(self._reader)
         return self._reader
+
+    def close(self) -> None:
+        """Free the decoder and its threads now instead of at garbage collection."""
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            _OPEN_DECODERS.discard(reader)
+            del reader
+
+    def __enter__(self) -> "VideoSource":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @property
     def duration(self) -> float:

@@ -386,7 +386,10 @@ class VideoFrameTransform(_Frames):
         if isinstance(raw, VideoSource):
             idx = self.indices(raw.num_frames, raw.fps)
             unique, inverse = torch.unique(idx.flatten(), sorted=True, return_inverse=True)
-            frames = raw.get_frames(unique).permute(0, 3, 1, 2)  # (U, 3, H, W) uint8: only the kept frames
+            try:
+                frames = raw.get_frames(unique).permute(0, 3, 1, 2)  # (U, 3, H, W) uint8: only the kept frames
+            finally:
+                raw.close()  # the decoder's threads go now, not whenever the source is collected
         elif isinstance(raw, torch.Tensor):
             if raw.ndim != 4:
                 raise InputError(source, "video", f"expected frames (T, 3, H, W), got {_describe(raw)}")

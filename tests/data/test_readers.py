@@ -183,6 +183,40 @@ def test_video_source_pickles_without_its_decoder(tmp_path):
     torch.testing.assert_close(clone.get_frames([3]), src.get_frames([3]))
 
 
+def test_video_source_close_frees_the_decoder_and_reopens_on_demand(tmp_path):
+    with read_video(write_video(tmp_path / "a.mp4", size=(64, 48))) as src:
+        first = src.get_frames([2])
+        assert src._reader is not None
+        src.close()
+        assert src._reader is None
+        torch.testing.assert_close(src.get_frames([2]), first)  # reopened for the call
+    assert src._reader is None  # the with block closed it
+
+
+def _decoder_handles_in_child(src, conn):
+    conn.send((src._reader is not None, src._reader._handle is None))
+    conn.close()
+
+
+def test_forked_children_never_free_the_parents_decoders(tmp_path):
+    """A decoder alive at fork time (e.g. held by a traceback until the next collection) must not be freed by a
+    DataLoader worker: its decoding threads exist only in the parent, and freeing the copy would hang the worker."""
+    import multiprocessing as mp
+
+    src = read_video(write_video(tmp_path / "a.mp4", size=(64, 48)))
+    src.get_frames([0])
+    ctx = mp.get_context("fork")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_decoder_handles_in_child, args=(src, child))
+    proc.start()
+    assert parent.poll(30), "the forked child did not answer"
+    has_reader, disowned = parent.recv()
+    proc.join(30)
+    assert proc.exitcode == 0 and has_reader and disowned
+    assert src._reader._handle is not None  # the parent's decoder is untouched
+    torch.testing.assert_close(src.get_frames([0]), src.get_frames([0]))
+
+
 def test_big_buck_bunny_from_shared_data():
     p = SHARED_DATA / "video" / "big_buck_bunny_0_30.webm"
     if not p.exists():
