@@ -60,7 +60,7 @@ def bench_latency(modalities: list[str], batches: list[int], repeats: int, video
                   size: str = "huge", device: torch.device | None = None) -> list[dict]:
     import anybind
 
-    from .common import load, sync
+    from .common import load, sig, sync
 
     device = device or torch.device("cpu")
     names = towers(size)
@@ -83,8 +83,8 @@ def bench_latency(modalities: list[str], batches: list[int], repeats: int, video
                     times.append(time.perf_counter() - t0)
             med = statistics.median(times)
             row = {"modality": m, "encoder": names[m], "params_M": round(params / 1e6, 1), "batch": b,
-                   "input": list(x.shape[1:]), "median_s": round(med, 3), "min_s": round(min(times), 3),
-                   "per_sample_ms": round(1000 * med / b, 1), "repeats": repeats, "build_s": round(build_s, 1),
+                   "input": list(x.shape[1:]), "median_s": sig(med), "min_s": sig(min(times)),
+                   "per_sample_ms": sig(1000 * med / b), "repeats": repeats, "build_s": round(build_s, 1),
                    "load": load()}
             print(json.dumps(row), flush=True)
             rows.append(row)
