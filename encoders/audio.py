@@ -46,13 +46,16 @@ def build_audio_vit(
     drop_path: float = 0.0,
     bias_kv: bool = False,
     layer_scale: float | None = None,
+    conv_stem: list[int] | None = None,
 ) -> EncoderTower:
     """A spectrogram ViT tower with every knob as an argument (the spectrogram settings become its input contract).
 
     ``target_length`` is the number of 10 ms frames per clip: about ``100 * clip_duration`` (204 for 2 s).
+    ``conv_stem`` (one channel count per halving of ``patch_size``) replaces the overlapping patch kernel by early
+    convolutions over the spectrogram (``stride`` is then ``patch_size``); see :class:`encoders.image.ConvPatchEmbed`.
     """
-    stem = PatchStem(width, input_size=(num_mel_bins, target_length), in_chans=1, patch_size=patch_size, stride=stride,
-                     bias=False, patch_norm=True)
+    stem = PatchStem(width, input_size=(num_mel_bins, target_length), in_chans=1, patch_size=patch_size,
+                     stride=patch_size if conv_stem else stride, bias=False, patch_norm=True, conv_channels=conv_stem)
     trunk = Transformer(width, depth, num_heads, mlp_ratio=mlp_ratio, drop_path=drop_path, bias_kv=bias_kv,
                         layer_scale=layer_scale, final_norm=False)
     contract = {"sample_rate": sample_rate, "num_mel_bins": num_mel_bins, "target_length": target_length,

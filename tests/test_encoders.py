@@ -267,6 +267,54 @@ def test_inflated_video_tower_embeds_a_still_video_like_its_frame():
         torch.testing.assert_close(video(clips), image(frames), rtol=1e-4, atol=1e-5)
 
 
+
+@pytest.mark.parametrize("name, channels", [("image_vit_test", [8, 16, 16]), ("audio_vit_test", [4, 8, 16, 16]),
+                                           ("video_vit_test", [8, 16, 16])])
+def test_conv_stem_keeps_the_token_grid_and_trains(name, channels):
+    """Early convolutions instead of the patchify kernel: same token grid (ceil for sides that do not divide),
+    finite unit outputs, gradients down to the first convolution."""
+    plain = build(name)
+    conv = build(name, conv_stem=channels)  # one stride-2 step per halving of the patch size (8 or 16 here)
+    if name == "audio_vit_test":  # default patches overlap (stride 10); the conv stem's do not: 32x48 -> 2x3
+        assert conv.stem.grid_size == (2, 3) and conv.stem.num_patches == 6
+    else:
+        assert conv.stem.num_patches == plain.stem.num_patches
+    x = synthetic_batch(name.split("_")[0], conv.input_contract, batch=3)
+    conv.train()
+    z = conv(x)
+    assert z.shape == (3, conv.embed_dim) and torch.isfinite(z).all()
+    torch.testing.assert_close(z.norm(dim=-1), torch.ones(3), rtol=1e-5, atol=1e-5)
+    z.sum().backward()
+    first = next(m for m in conv.stem.proj.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)))
+    assert first.weight.grad is not None and first.weight.grad.abs().sum() > 0
+
+
+def test_conv_stem_rejects_a_patch_size_it_cannot_reach():
+    with pytest.raises(ValueError, match="power-of-two patch size"):
+        build("image_vit_test", conv_stem=[8, 16])  # patch 8 needs three halvings
+    with pytest.raises(ValueError, match="power-of-two patch size"):
+        build("image_vit_test", patch_size=12, image_size=48, conv_stem=[8, 16])
+
+
+def test_inflated_conv_stem_video_tower_embeds_a_still_video_like_its_frame():
+    from encoders.video import inflate_image_stem
+
+    image = build("image_vit_test", conv_stem=[8, 16, 16])
+    video = build("video_vit_test", conv_stem=[8, 16, 16])
+    with torch.no_grad():  # non-trivial BatchNorm statistics, so copying them matters
+        for m in image.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    inflate_image_stem(video, image)
+    image.eval(), video.eval()
+    frames = synthetic_batch("image", image.input_contract, batch=2)
+    clips = frames[:, None, :, None].expand(-1, video.input_contract["clips"], -1, 2, -1, -1)
+    with torch.no_grad():
+        torch.testing.assert_close(video(clips), image(frames), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="conv_stem on both"):
+        inflate_image_stem(build("video_vit_test"), image)
+
 def test_inflation_refuses_a_trunk_of_another_size():
     from encoders.video import inflate_image_stem
 

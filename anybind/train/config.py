@@ -118,6 +118,7 @@ class TrainConfig:
     embed_dim: Optional[int] = None  # default: the encoders' own (all must agree)
     init_from: Optional[str] = None  # anybind checkpoint; towers of matching modalities are loaded
     freeze: list[str] = field(default_factory=list)  # modalities whose towers are not trained
+    video_from_image: bool = False  # start the video tower as the inflated image tower (same width, depth, stem)
     resume: Optional[str] = None  # "latest" or a checkpoint directory / run directory
     out_dir: Optional[str] = None  # run directory; default: Hydra's (or runs/<name>/<time> outside Hydra)
     data: DataConfig = field(default_factory=DataConfig)

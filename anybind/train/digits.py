@@ -22,26 +22,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import resource
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
 from ..data.digits import CAPTION_TEMPLATES, DIGIT_WORDS, class_prompts, default_data_dir, prepare_digits
-
-log = logging.getLogger("anybind.train")
+from .pipeline import StageClock, run_stage
 
 ANCHOR_EXPERIMENT, BIND_EXPERIMENT = "digits_anchor", "digits"
 PROMPT = "the number {}"
-
-
-def _cpu_seconds() -> float:
-    """user + sys CPU seconds of this process and its finished children."""
-    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int = 10) -> torch.Tensor:
@@ -110,13 +100,6 @@ def evaluate_digits(model, manifest, *, trained_pairs=(), prompt: str = PROMPT, 
     return out
 
 
-def _stage(experiment: str, out: Path, overrides: Sequence[str]):
-    from .recipe import compose_train_config, run
-
-    cfg = compose_train_config([f"experiment={experiment}", f"out_dir={out}", *overrides])
-    return run(cfg, out)
-
-
 def run_digits(data_dir: str | Path, out_dir: str | Path, *, fsdd: str | Path | None = None,
                mnist: str | Path | None = None, anchor_overrides: Sequence[str] = (),
                bind_overrides: Sequence[str] = (), prompt: str = PROMPT) -> dict[str, Any]:
@@ -126,57 +109,44 @@ def run_digits(data_dir: str | Path, out_dir: str | Path, *, fsdd: str | Path | 
 
     data, out = Path(data_dir).resolve(), Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    timing: dict[str, Any] = {"load_avg_start": list(os.getloadavg()), "cpu_count": os.cpu_count()}
-    t_all, c_all = time.perf_counter(), _cpu_seconds()
+    clock = StageClock("digits")
 
-    def clock(name: str, t0: float, c0: float) -> None:
-        timing[name] = {"wall_s": round(time.perf_counter() - t0, 1), "cpu_s": round(_cpu_seconds() - c0, 1),
-                        "load_avg": [round(x, 2) for x in os.getloadavg()]}
-        log.info("digits %s: %.1f s wall, %.1f s CPU (load %s)", name, timing[name]["wall_s"],
-                 timing[name]["cpu_s"], timing[name]["load_avg"])
+    with clock("prepare"):
+        if not (data / "digits.json").is_file():
+            shared = default_data_dir()
+            prepare_digits(fsdd or shared / "fsdd" / "recordings", mnist or shared / "mnist", data)
 
-    t0, c0 = time.perf_counter(), _cpu_seconds()
-    if not (data / "digits.json").is_file():
-        shared = default_data_dir()
-        prepare_digits(fsdd or shared / "fsdd" / "recordings", mnist or shared / "mnist", data)
-    clock("prepare", t0, c0)
+    with clock("anchor"):
+        anchor = run_stage(ANCHOR_EXPERIMENT, out / "anchor",
+                           [f"data.manifest={data / 'image_text.jsonl'}", f"eval.prompt='{prompt}'", *anchor_overrides])
 
-    t0, c0 = time.perf_counter(), _cpu_seconds()
-    anchor = _stage(ANCHOR_EXPERIMENT, out / "anchor",
-                    [f"data.manifest={data / 'image_text.jsonl'}", f"eval.prompt='{prompt}'", *anchor_overrides])
-    clock("anchor", t0, c0)
+    with clock("bind"):
+        bind = run_stage(BIND_EXPERIMENT, out / "bind",
+                         [f"init_from={anchor.checkpoint_path}", f"data.manifest={data / 'audio_image.jsonl'}",
+                          f"eval.manifest={data / 'eval_test.jsonl'}", f"eval.prompt='{prompt}'", *bind_overrides])
 
-    t0, c0 = time.perf_counter(), _cpu_seconds()
-    bind = _stage(BIND_EXPERIMENT, out / "bind",
-                  [f"init_from={anchor.checkpoint_path}", f"data.manifest={data / 'audio_image.jsonl'}",
-                   f"eval.manifest={data / 'eval_test.jsonl'}", f"eval.prompt='{prompt}'", *bind_overrides])
-    clock("bind", t0, c0)
-
-    t0, c0 = time.perf_counter(), _cpu_seconds()
-    model = load(bind.checkpoint_path)
-    pairs = {frozenset(p) for p in load_tensors(bind.checkpoint_path)[1].get("trained_pairs", [])}
-    test = evaluate_digits(model, data / "eval_test.jsonl", trained_pairs=pairs, prompt=prompt)
-    metrics: dict[str, Any] = {"retrieval": test["retrieval"], "zero_shot": test["zero_shot"],
-                               "prompt_ensemble": test["prompt_ensemble"], "confusion": test["confusion"],
-                               "prompt": prompt, "trained_pairs": sorted(sorted(p) for p in pairs)}
-    confusions = {f"FSDD test takes: top-1 {test['zero_shot']['fsdd/audio']['top1']:.3f}":
-                  torch.tensor(test["confusion"]["audio"])}
-    heldout_path = data / "eval_heldout.jsonl"
-    if heldout_path.is_file() and heldout_path.stat().st_size:
-        held = evaluate_digits(model, heldout_path, trained_pairs=pairs, prompt=prompt, dataset="fsdd_heldout")
-        metrics["zero_shot"]["fsdd_heldout/audio"] = held["zero_shot"]["fsdd_heldout/audio"]
-        metrics["prompt_ensemble"]["fsdd_heldout/audio"] = held["prompt_ensemble"]["fsdd_heldout/audio"]
-        metrics["heldout"] = {"retrieval": {k: v for k, v in held["retrieval"].items() if "audio" in k},
-                              "confusion": held["confusion"]["audio"]}
-        speakers = json.loads((data / "digits.json").read_text())["params"]["heldout_speakers"]
-        confusions[f"held-out speaker {', '.join(speakers)}: top-1 "
-                   f"{held['zero_shot']['fsdd_heldout/audio']['top1']:.3f}"] = torch.tensor(held["confusion"]["audio"])
-    plot_confusion(confusions, out / "confusion_audio.png")
-    plot_retrieval_heatmap(metrics, out / "retrieval_R@1.png")
-    clock("evaluate", t0, c0)
-    timing["total"] = {"wall_s": round(time.perf_counter() - t_all, 1), "cpu_s": round(_cpu_seconds() - c_all, 1),
-                       "load_avg": [round(x, 2) for x in os.getloadavg()]}
-    metrics["timing"] = timing
+    with clock("evaluate"):
+        model = load(bind.checkpoint_path)
+        pairs = {frozenset(p) for p in load_tensors(bind.checkpoint_path)[1].get("trained_pairs", [])}
+        test = evaluate_digits(model, data / "eval_test.jsonl", trained_pairs=pairs, prompt=prompt)
+        metrics: dict[str, Any] = {"retrieval": test["retrieval"], "zero_shot": test["zero_shot"],
+                                   "prompt_ensemble": test["prompt_ensemble"], "confusion": test["confusion"],
+                                   "prompt": prompt, "trained_pairs": sorted(sorted(p) for p in pairs)}
+        confusions = {f"FSDD test takes: top-1 {test['zero_shot']['fsdd/audio']['top1']:.3f}":
+                      torch.tensor(test["confusion"]["audio"])}
+        heldout_path = data / "eval_heldout.jsonl"
+        if heldout_path.is_file() and heldout_path.stat().st_size:
+            held = evaluate_digits(model, heldout_path, trained_pairs=pairs, prompt=prompt, dataset="fsdd_heldout")
+            metrics["zero_shot"]["fsdd_heldout/audio"] = held["zero_shot"]["fsdd_heldout/audio"]
+            metrics["prompt_ensemble"]["fsdd_heldout/audio"] = held["prompt_ensemble"]["fsdd_heldout/audio"]
+            metrics["heldout"] = {"retrieval": {k: v for k, v in held["retrieval"].items() if "audio" in k},
+                                  "confusion": held["confusion"]["audio"]}
+            speakers = json.loads((data / "digits.json").read_text())["params"]["heldout_speakers"]
+            confusions[f"held-out speaker {', '.join(speakers)}: top-1 "
+                       f"{held['zero_shot']['fsdd_heldout/audio']['top1']:.3f}"] = torch.tensor(held["confusion"]["audio"])
+        plot_confusion(confusions, out / "confusion_audio.png")
+        plot_retrieval_heatmap(metrics, out / "retrieval_R@1.png")
+    metrics["timing"] = clock.report()
     metrics["runs"] = {"anchor": str(anchor.run_dir), "bind": str(bind.run_dir)}
     write_metrics(out, metrics)
     return metrics

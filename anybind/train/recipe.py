@@ -129,6 +129,25 @@ def load_towers(model, path: str | Path) -> tuple[list[str], list[list[str]]]:
     return loaded, [list(p) for p in meta.get("trained_pairs", [])]
 
 
+def inflate_video_tower(model, loaded: Sequence[str] = ()) -> None:
+    """``video_from_image=true``: the video tower starts as the image tower inflated over time (a still clip then
+    embeds like its frame), unless ``init_from`` already gave it trained weights."""
+    from encoders.video import inflate_image_stem
+
+    if "video" not in model.encoders:
+        return  # nothing to initialise (an experiment that sets it may be run with modality=[...] without video)
+    if "image" not in model.encoders:
+        raise ValueError(f"video_from_image=true needs an image tower to inflate (modality={model.modalities})")
+    if "video" in loaded:
+        log.info("video_from_image: the video tower came from init_from; not inflating the image tower over it")
+        return
+    try:
+        inflate_image_stem(model.encoders["video"], model.encoders["image"])
+    except ValueError as exc:
+        raise ValueError(f"video_from_image=true: {exc}") from exc
+    log.info("video tower initialised from the %s image tower", "loaded" if "image" in loaded else "fresh")
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -324,6 +343,8 @@ def build_run(cfg: Any, device: torch.device | str = "cpu") -> Setup:
     if cfg.init_from:
         loaded, prior_pairs = load_towers(model, cfg.init_from)
         log.info("init_from %s: loaded towers %s", cfg.init_from, loaded)
+    if cfg.video_from_image:
+        inflate_video_tower(model, loaded)
     for m in frozen:
         if m not in loaded:
             log.warning("freezing the %s tower although it was not loaded from init_from: it stays random", m)
