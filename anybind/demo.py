@@ -81,7 +81,7 @@ def format_table(retrieval: Mapping[str, Mapping[str, Any]], metric: str = "R@1"
         for g in mods:
             r = retrieval.get(f"{q}->{g}")
             if q == g or r is None or r.get(metric) is None:
-                cells.append("-".rjust(width))
+                cells.append("- ".rjust(width))  # aligned with the numbers, whose last column holds the *
             else:
                 cells.append((f"{r[metric]:.2f}" + ("*" if r.get("emergent") else " ")).rjust(width))
         lines.append(q.ljust(16) + "".join(cells))
@@ -119,13 +119,15 @@ def _show_text(ax, text: str, color: str = "black") -> None:
     ax.set_yticks([])
 
 
-def _show(ax, modality: str, path: Path | None, text: str | None) -> None:
-    """Draw one sample of the world: image, middle video frames, sound spectrogram, point cloud, or caption."""
+def _show(ax, modality: str, item: str) -> None:
+    """Draw one manifest item (a path, or for text the caption): image, three video frames, sound spectrogram,
+    point cloud seen from the front, or caption."""
     import numpy as np
 
     if modality == "text":
-        _show_text(ax, text or "")
+        _show_text(ax, item)
         return
+    path = Path(item)
     if modality == "image":
         from PIL import Image
 
@@ -171,13 +173,13 @@ def plot_examples(result: Mapping[str, Any], manifest: str | Path, path: str | P
         qi = r * 7 % len(ids[q])  # a different object per row
         query = samples[ids[q][qi]]
         top = (emb[q][qi] @ emb[g].T).topk(k).indices.tolist()
-        _show(axes[r][0], q, query.path(q), query.items.get("text"))
+        _show(axes[r][0], q, query.items[q])
         kind = "trained" if frozenset((q, g)) in trained else "emergent"
         axes[r][0].set_title(f"{q} query ({kind} {q}->{g})\n{query.label}", fontsize=8)
         for c, j in enumerate(top, start=1):
             hit = samples[ids[g][j]]
             ok = hit.label == query.label
-            _show(axes[r][c], g, hit.path(g), hit.items.get("text"))
+            _show(axes[r][c], g, hit.items[g])
             axes[r][c].set_title(f"#{c} {hit.label}", fontsize=8, color="green" if ok else "red")
             for spine in axes[r][c].spines.values():
                 spine.set_edgecolor("green" if ok else "red")
@@ -280,9 +282,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--bind", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of the bind stage")
     ap.add_argument("--no-examples", action="store_true", help="skip examples.png")
     a = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
-    for noisy in ("root", "open_clip"):  # the tokenizer announces itself on every load
-        logging.getLogger(noisy).setLevel(logging.WARNING) if noisy != "root" else None
+    # anybind's progress at INFO; other libraries (the tokenizer announces itself on every load) at WARNING
+    logging.basicConfig(level=logging.WARNING, format="[%(asctime)s][%(name)s] %(message)s")
+    logging.getLogger("anybind").setLevel(logging.INFO)
     m = run_demo(a.world, a.out, anchor_overrides=a.anchor, bind_overrides=a.bind, examples=not a.no_examples)
     print()
     print(report(m, a.out))

@@ -427,7 +427,8 @@ class PointCloudTransform:
     """``(N, 3)`` xyz or ``(N, 6)`` xyz + rgb -> float32 ``(num_points, channels)``.
 
     xyz is centred and scaled into the unit sphere, then ``num_points`` points are chosen by farthest-point
-    sampling (deterministic; points repeat when the cloud is smaller). With ``channels == 6`` rgb in [0, 1] is
+    sampling (deterministic; points repeat when the cloud is smaller; a cloud of exactly ``num_points`` is kept in
+    file order, since sampling all of its points would only reorder them). With ``channels == 6`` rgb in [0, 1] is
     appended (0.5 grey for a cloud without colour). A cloud of more than ``FPS_INPUT_FACTOR * num_points`` points
     is first thinned to that many by a seeded random choice, which keeps FPS fast on large scans.
     """
@@ -460,7 +461,10 @@ class PointCloudTransform:
             keep = torch.randperm(x.shape[0], generator=g)[: self.FPS_INPUT_FACTOR * self.num_points]
             x = x[keep.sort().values]
         xyz = normalize_unit_sphere(x[:, :3])
-        idx = farthest_point_sample(xyz, self.num_points)
+        if xyz.shape[0] == self.num_points:  # FPS would only reorder: keep every point in file order
+            idx = torch.arange(self.num_points)
+        else:
+            idx = farthest_point_sample(xyz, self.num_points)
         out = xyz[idx]
         if self.channels == 6:
             rgb = x[idx, 3:6].clamp(0.0, 1.0) if x.shape[1] == 6 else torch.full_like(out, 0.5)

@@ -298,6 +298,17 @@ def test_small_clouds_repeat_points_and_large_ones_are_thinned_deterministically
     assert a.shape == (64, 3) and torch.equal(a, b)
 
 
+
+def test_a_cloud_of_exactly_num_points_keeps_every_point_in_file_order():
+    from anybind.layers.pointops import normalize_unit_sphere
+
+    cloud = torch.from_numpy(random_cloud(64, rgb=True))
+    out = T.points_transform({**TEST_POINTS, "channels": 6})(cloud)
+    torch.testing.assert_close(out[:, :3], normalize_unit_sphere(cloud[:, :3]))
+    torch.testing.assert_close(out[:, 3:], cloud[:, 3:].clamp(0, 1))
+    one_more = T.points_transform(TEST_POINTS)(torch.from_numpy(random_cloud(65)))
+    assert one_more.shape == (64, 3)  # 65 points: sampled as usual
+
 # ------------------------------------------------------------------------------------------- identity, pickle
 
 
