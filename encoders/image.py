@@ -36,6 +36,14 @@ from anybind.registry import register_encoder
 from ._common import CLIP_MEAN, CLIP_STD, init_weights, load_pretrained
 
 
+def check_conv_stem(patch_size: int, channels: list[int] | tuple[int, ...]) -> None:
+    """A conv stem halves the side once per channel count, so ``patch_size`` must be 2 ** len(channels)."""
+    steps = patch_size.bit_length() - 1
+    if patch_size < 2 or 1 << steps != patch_size or len(channels) != steps:
+        raise ValueError(f"a convolutional stem needs a power-of-two patch size and one channel count per "
+                         f"stride-2 step: patch_size={patch_size} needs {max(steps, 1)} counts, got {list(channels)}")
+
+
 class ConvPatchEmbed(nn.Sequential):
     """Early convolutions instead of one patchify kernel: ``log2(patch_size)`` 3x3 stride-2 convolutions (each with
     BatchNorm and ReLU, widths ``channels``), then a 1x1 convolution to ``width``. Same token grid as a
@@ -43,10 +51,7 @@ class ConvPatchEmbed(nn.Sequential):
     positions much sooner with it (Xiao et al., "Early Convolutions Help Transformers See Better", 2021)."""
 
     def __init__(self, in_chans: int, width: int, patch_size: int, channels: list[int] | tuple[int, ...]):
-        steps = patch_size.bit_length() - 1
-        if patch_size < 2 or 1 << steps != patch_size or len(channels) != steps:
-            raise ValueError(f"a convolutional stem needs a power-of-two patch size and one channel count per "
-                             f"stride-2 step: patch_size={patch_size} needs {max(steps, 1)} counts, got {list(channels)}")
+        check_conv_stem(patch_size, channels)
         layers: list[nn.Module] = []
         prev = in_chans
         for c in channels:

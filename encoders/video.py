@@ -26,7 +26,7 @@ from anybind.layers import EncoderTower, TokenHead, Transformer
 from anybind.registry import register_encoder
 
 from ._common import CLIP_MEAN, CLIP_STD, init_weights
-from .image import pos_embed_to_grid
+from .image import check_conv_stem, pos_embed_to_grid
 
 
 class ConvTubeletEmbed(nn.Sequential):
@@ -34,10 +34,7 @@ class ConvTubeletEmbed(nn.Sequential):
     kernels ``(1, 3, 3)``), then one Conv3d ``(t, 1, 1)`` that merges each tubelet's ``t`` frames into ``width``."""
 
     def __init__(self, width: int, patch_size: int, tubelet: int, channels: list[int] | tuple[int, ...]):
-        steps = patch_size.bit_length() - 1
-        if patch_size < 2 or 1 << steps != patch_size or len(channels) != steps:
-            raise ValueError(f"a convolutional stem needs a power-of-two patch size and one channel count per "
-                             f"stride-2 step: patch_size={patch_size} needs {max(steps, 1)} counts, got {list(channels)}")
+        check_conv_stem(patch_size, channels)
         layers: list[nn.Module] = []
         prev = 3
         for c in channels:
