@@ -19,13 +19,11 @@ top-3 videos). Extra ``--anchor KEY=VALUE`` / ``--bind KEY=VALUE`` arguments are
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any, Hashable, Mapping, Sequence
-
-import torch
 
 from .train.pipeline import StageClock, run_stage
 
@@ -43,9 +41,7 @@ def default_world_dir() -> Path:
 
 def chance_at_1(query_keys: Sequence[Hashable], gallery_keys: Sequence[Hashable]) -> float:
     """R@1 of a ranking drawn at random: the mean, over queries with a hit, of the share of the gallery that hits."""
-    counts: dict[Hashable, int] = {}
-    for k in gallery_keys:
-        counts[k] = counts.get(k, 0) + 1
+    counts = Counter(gallery_keys)
     shares = [counts[k] / len(gallery_keys) for k in query_keys if k in counts]
     return sum(shares) / len(shares) if shares else float("nan")
 
