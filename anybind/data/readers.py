@@ -252,9 +252,8 @@ class VideoSource:
     def close(self) -> None:
         """Free the decoder and its threads now instead of at garbage collection."""
         reader, self._reader = self._reader, None
-        if reader is not None:
+        if reader is not None:  # the last reference: decord frees the decoder when it goes
             _OPEN_DECODERS.discard(reader)
-            del reader
 
     def __enter__(self) -> "VideoSource":
         return self
