@@ -334,6 +334,9 @@ def build_run(cfg: Any, device: torch.device | str = "cpu") -> Setup:
     unknown = [m for m in frozen if m not in cfg.modality]
     if unknown:
         raise ValueError(f"freeze={frozen} names {unknown}, which is not trained (modality={list(cfg.modality)})")
+    if frozen and not cfg.init_from:
+        raise ValueError(f"freeze={frozen} without init_from: the frozen towers would stay random. Give "
+                         f"init_from=<checkpoint, step directory or run directory> (e.g. the anchor stage's run)")
     pairs = resolve_pairs(list(cfg.modality), cfg.anchor, OmegaConf.to_container(cfg.pairs, resolve=True), frozen)
     manifest = load_train_manifest(cfg, pairs)  # before building towers: data problems fail fast
     seed_everything(t.seed)  # identical initial weights on every rank
