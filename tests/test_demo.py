@@ -87,6 +87,7 @@ def test_demo_end_to_end_at_test_sizes(tmp_path, capsys):
     text = report(saved, out)
     assert "audio->text" not in text and "0." in text and "*" in text  # a table, not a dump
     assert f"{saved['retrieval']['audio->text']['R@1']:.2f}*" in text
+    assert f"target <= {saved['targets']['wall_s']:.0f} s: met" in text  # seconds at test sizes
 
     # the second run reuses the world and prints the same kind of report from the command line
     main(["--world", str(tmp_path / "world"), "--out", str(tmp_path / "again"), "--no-examples",

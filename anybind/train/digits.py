@@ -104,7 +104,7 @@ def run_digits(data_dir: str | Path, out_dir: str | Path, *, fsdd: str | Path | 
                mnist: str | Path | None = None, anchor_overrides: Sequence[str] = (),
                bind_overrides: Sequence[str] = (), prompt: str = PROMPT) -> dict[str, Any]:
     """Prepare (when needed), train both stages, evaluate; returns the metrics written to ``OUT/metrics.json``."""
-    from ..checkpoint import load, load_tensors
+    from ..checkpoint import load
     from ..evaluate import plot_retrieval_heatmap, write_metrics
 
     data, out = Path(data_dir).resolve(), Path(out_dir).resolve()
@@ -127,7 +127,7 @@ def run_digits(data_dir: str | Path, out_dir: str | Path, *, fsdd: str | Path | 
 
     with clock("evaluate"):
         model = load(bind.checkpoint_path)
-        pairs = {frozenset(p) for p in load_tensors(bind.checkpoint_path)[1].get("trained_pairs", [])}
+        pairs = {frozenset(p) for p in model.checkpoint_meta.get("trained_pairs", [])}
         test = evaluate_digits(model, data / "eval_test.jsonl", trained_pairs=pairs, prompt=prompt)
         metrics: dict[str, Any] = {"retrieval": test["retrieval"], "zero_shot": test["zero_shot"],
                                    "prompt_ensemble": test["prompt_ensemble"], "confusion": test["confusion"],
