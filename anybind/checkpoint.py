@@ -108,6 +108,8 @@ def load_tensors(path: str | Path, *, verify: bool = True, device: str = "cpu") 
     from safetensors.torch import load_file
 
     weights, sidecar = _paths(path)
+    if not sidecar.exists() and not weights.exists():
+        raise CheckpointError(f"no checkpoint at {path}: neither {weights} nor {sidecar} exists")
     if not sidecar.exists() or not weights.exists():
         raise CheckpointError(f"checkpoint {weights} is incomplete: expected {weights.name} and {sidecar.name}")
     try:

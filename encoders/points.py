@@ -40,21 +40,51 @@ class MiniPointNet(nn.Module):
         return self.second(f).amax(dim=2)
 
 
+class FourierPosition(nn.Module):
+    """``xyz (..., 3) -> (..., width)``: xyz with sines and cosines of ``2**k * pi * xyz`` (k < ``frequencies``), then
+    an MLP.
+
+    A plain MLP on xyz sees an object that fills a fifth of the unit sphere as tiny coordinate differences; the
+    Fourier features spread them over wavelengths from 2 down to ``2**(1 - frequencies)`` units, so the arrangement of
+    group centres (the object's shape) reaches the trunk at full resolution (Tancik et al.,
+    https://arxiv.org/abs/2006.10739). ``frequencies=0`` is the plain MLP on xyz.
+    """
+
+    def __init__(self, width: int, frequencies: int = 6, hidden: int = 128):
+        super().__init__()
+        self.register_buffer("freqs", torch.pi * 2.0 ** torch.arange(int(frequencies)), persistent=False)
+        self.mlp = nn.Sequential(nn.Linear(3 + 6 * int(frequencies), hidden), nn.GELU(), nn.Linear(hidden, width))
+
+    def forward(self, xyz: torch.Tensor) -> torch.Tensor:
+        if len(self.freqs):
+            angles = (xyz.unsqueeze(-1) * self.freqs.to(xyz.dtype)).flatten(-2)
+            xyz = torch.cat([xyz, angles.sin(), angles.cos()], dim=-1)
+        return self.mlp(xyz)
+
+
 class PointGroupStem(nn.Module):
     """``(B, N, C) -> (B, 1 + num_groups, width)``: FPS centres, kNN groups, mini-PointNet tokens, centre positions, CLS.
 
     Each group's xyz is taken relative to its centre (colour, when ``channels == 6``, is kept as is); the centre's
-    absolute xyz goes through a small MLP as the token's positional embedding.
+    absolute xyz goes through :class:`FourierPosition` as the token's positional embedding.
+
+    With ``normalize_groups`` (the default) the relative xyz of a cloud's groups is divided by their RMS extent
+    over that cloud, so local geometry enters the mini-PointNet at unit scale whatever the density. Without it, a
+    group of 8 neighbours in a 1,024-point cloud spans ~0.02 units against colour channels of ~0.5, and a
+    per-point LayerNorm (unlike the BatchNorm of Point-MAE) cannot rebalance them: the shape signal drowns. The
+    scale is computed per cloud, so an embedding still never depends on the other clouds in its batch.
     """
 
     def __init__(self, width: int, *, channels: int = 3, num_groups: int = 64, group_size: int = 32,
-                 pointnet_dims: Sequence[int] = (128, 256)):
+                 pointnet_dims: Sequence[int] = (128, 256), normalize_groups: bool = True,
+                 pos_frequencies: int = 6):
         super().__init__()
         if channels not in (3, 6):
             raise ValueError(f"point channels must be 3 (xyz) or 6 (xyz + rgb), got {channels}")
         self.channels, self.num_groups, self.group_size = channels, num_groups, group_size
+        self.normalize_groups = bool(normalize_groups)
         self.pointnet = MiniPointNet(channels, width, pointnet_dims)
-        self.pos_mlp = nn.Sequential(nn.Linear(3, 128), nn.GELU(), nn.Linear(128, width))
+        self.pos_embed = FourierPosition(width, pos_frequencies)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
         self.cls_pos = nn.Parameter(torch.zeros(1, 1, width))
 
@@ -71,6 +101,9 @@ class PointGroupStem(nn.Module):
         centres = gather_points(xyz, centre_idx)
         groups = gather_points(points, group_idx)
         rel = groups[..., :3] - centres.unsqueeze(2)
+        if self.normalize_groups:
+            rms = rel.detach().pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt()
+            rel = rel / rms.clamp_min(1e-6)
         return centres, torch.cat([rel, groups[..., 3:]], dim=-1)
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
@@ -80,7 +113,7 @@ class PointGroupStem(nn.Module):
                 "the points transform must use this encoder's input contract"
             )
         centres, groups = self.group(points)
-        tokens = self.pointnet(groups) + self.pos_mlp(centres)
+        tokens = self.pointnet(groups) + self.pos_embed(centres)
         cls = (self.cls_token + self.cls_pos).expand(points.shape[0], -1, -1).to(tokens.dtype)
         return torch.cat([cls, tokens], dim=1)
 
@@ -105,6 +138,8 @@ def build_points_transformer(
     num_groups: int = 64,
     group_size: int = 32,
     pointnet_dims: Sequence[int] = (128, 256),
+    normalize_groups: bool = True,
+    pos_frequencies: int = 6,
     min_points: int = 16,
     mlp_ratio: float = 4.0,
     drop_path: float = 0.0,
@@ -114,7 +149,7 @@ def build_points_transformer(
     if num_groups > num_points:
         raise ValueError(f"num_groups ({num_groups}) cannot exceed num_points ({num_points})")
     stem = PointGroupStem(width, channels=channels, num_groups=num_groups, group_size=group_size,
-                          pointnet_dims=pointnet_dims)
+                          pointnet_dims=pointnet_dims, normalize_groups=normalize_groups, pos_frequencies=pos_frequencies)
     trunk = Transformer(width, depth, num_heads, mlp_ratio=mlp_ratio, drop_path=drop_path, layer_scale=layer_scale,
                         final_norm=False)
     contract = {"num_points": num_points, "channels": channels, "min_points": min_points}

@@ -158,6 +158,48 @@ def test_points_colour_is_used_when_channels_is_six():
         assert not torch.allclose(enc(x), enc(y))
 
 
+def test_points_groups_enter_the_pointnet_at_unit_scale_per_cloud():
+    """normalize_groups: a cloud's relative group xyz has RMS 1 whatever the cloud's density or scale."""
+    enc = build("points_transformer_test")
+    raw = build("points_transformer_test", normalize_groups=False)
+    x = synthetic_batch("points", enc.input_contract, batch=2)
+    x[1] = x[0]
+    x[1, :, :3] *= 0.1  # the same cloud ten times smaller: its raw groups are ten times smaller too
+    _, groups = enc.stem.group(x)
+    _, raw_groups = raw.stem.group(x)
+    rms = groups[..., :3].pow(2).mean(dim=(1, 2, 3)).sqrt()
+    torch.testing.assert_close(rms, torch.ones(2))
+    raw_rms = raw_groups[..., :3].pow(2).mean(dim=(1, 2, 3)).sqrt()
+    torch.testing.assert_close(raw_rms[1], raw_rms[0] * 0.1, rtol=1e-4, atol=0)
+    # normalised, the two clouds' groups are the same; they are the raw groups divided by the cloud's own scale
+    torch.testing.assert_close(groups[1], groups[0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(groups[..., :3], raw_groups[..., :3] / raw_rms.view(2, 1, 1, 1))
+
+
+def test_points_embedding_does_not_depend_on_the_rest_of_the_batch():
+    enc = build("points_transformer_test", channels=6)
+    x = synthetic_batch("points", enc.input_contract, batch=3)
+    with torch.no_grad():
+        alone = enc(x[:1])
+        together = enc(x)
+    torch.testing.assert_close(together[:1], alone, rtol=1e-5, atol=1e-6)
+
+
+def test_points_position_features_are_fourier_features_of_the_centres():
+    from encoders.points import FourierPosition
+
+    pos = FourierPosition(8, frequencies=3)
+    seen = []
+    pos.mlp[0].register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    xyz = torch.tensor([[0.0, 0.25, -0.5]])
+    pos(xyz)
+    feats = seen[0][0]
+    assert feats.shape == (3 + 6 * 3,)
+    angles = torch.pi * torch.tensor([1.0, 2.0, 4.0]) * xyz[0].unsqueeze(-1)  # (3 axes, 3 frequencies)
+    torch.testing.assert_close(feats, torch.cat([xyz[0], angles.flatten().sin(), angles.flatten().cos()]))
+    assert FourierPosition(8, frequencies=0).mlp[0].in_features == 3  # plain MLP on xyz
+
+
 def test_transforms_produce_the_contract_shapes():
     """The real transforms, on tiny generated raw data, give what the encoders were built for."""
     pytest.importorskip("anybind.data.transforms")

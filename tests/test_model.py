@@ -104,6 +104,9 @@ def test_damaged_checkpoint_is_detected(test_model, tmp_path):
     path.with_suffix(".json").unlink()
     with pytest.raises(CheckpointError, match="incomplete"):
         anybind.load(path)
+    path.unlink()
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        anybind.load(path)
 
 
 # --- embed(): raw in-memory inputs through the real transforms -----------------------------------------------
