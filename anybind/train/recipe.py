@@ -364,7 +364,7 @@ def build_run(cfg: Any, device: torch.device | str = "cpu") -> Setup:
         for enc in model.encoders.values():
             enc.compile(dynamic=True)
     optimizer = build_optimizer(module, lr=o.lr, weight_decay=o.weight_decay, betas=o.betas, eps=o.eps,
-                                fused=True if device.type == "cuda" else None)
+                                fused=device.type in ("cuda", "cpu"))
     max_steps = t.max_steps
     if t.max_epochs:
         max_steps = math.ceil(t.max_epochs * len(sampler) / max(1, t.grad_accum))
