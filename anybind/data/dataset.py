@@ -143,7 +143,9 @@ class ManifestDataset(Dataset):
             for r in rows:
                 failed += len(r["errors"])
                 for m, x in r["inputs"].items():
-                    loaded[(m, self.manifest[r["index"]].items[m])] = x
+                    # a tensor from a worker lives in shared memory that holds a file descriptor open for as long
+                    # as the tensor lives: tens of thousands of cached samples would exhaust `ulimit -n`
+                    loaded[(m, self.manifest[r["index"]].items[m])] = x.clone() if x.is_shared() else x
         cache: dict[tuple[int, str], torch.Tensor] = {}
         for i, s in enumerate(self.manifest):
             for m in s.items:

@@ -51,7 +51,7 @@ def shared_attributes(a: str, b: str, visibility: dict[str, list[str]] | None = 
 
 @dataclass
 class WorldParams:
-    n_train: int = 3000
+    n_train: int = 6000
     n_val: int = 200
     n_test: int = 200
     n_heldout: int = 200
@@ -180,7 +180,7 @@ def _clear(root: Path) -> None:
             shutil.rmtree(root / split)
 
 
-def generate_world(root, *, n_train: int = 3000, n_val: int = 200, n_test: int = 200, n_heldout: int = 200,
+def generate_world(root, *, n_train: int = 6000, n_val: int = 200, n_test: int = 200, n_heldout: int = 200,
                    heldout_fraction: float = 0.1, seed: int = 0, image_size: int = 64, video_frames: int = 8,
                    video_fps: int = 8, video_codec: str = "mpeg4", sample_rate: int = 16000,
                    audio_seconds: float = 1.0, num_points: int = 1024, text_files: bool = False,
