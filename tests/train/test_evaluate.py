@@ -36,6 +36,17 @@ def test_retrieval_metrics_perfect_and_emergent_flags():
     assert not m["image->audio"]["emergent"] and m["audio->text"]["emergent"] and m["text->audio"]["emergent"]
 
 
+def test_recall_is_the_exact_fraction_of_hits():
+    """180 hits of 200 is 0.9, not float32's 0.89999998 (which fails a >= 0.9 target)."""
+    base = torch.eye(200)
+    keys = [str(i) for i in range(200)]
+    wrong = keys[:20][::-1] + keys[20:]  # the first 20 queries' matches swapped among themselves: 180 hits at rank 1
+    m = retrieval_metrics({"a": base, "b": base}, {"a": wrong, "b": keys})
+    assert m["a->b"]["R@1"] == 0.9 and m["a->b"]["R@1"] >= 0.9
+    z = zero_shot_metrics(base[:10, :10], base[:10, :10], ["c"] * 9 + ["x"], ["c"] + [f"k{i}" for i in range(9)])
+    assert z["n"] == 9 and z["top1"] == 1 / 9
+
+
 def test_random_embeddings_score_near_chance():
     g = torch.Generator().manual_seed(2)
     n = 400
