@@ -41,8 +41,8 @@ class MiniPointNet(nn.Module):
 
 
 class FourierPosition(nn.Module):
-    """``xyz (..., 3) -> (..., width)``: xyz with sines and cosines of ``2**k * pi * xyz`` (k < ``frequencies``), then
-    an MLP.
+    """``xyz (..., 3) -> (..., width)``: xyz with sines and cosines of ``2**k * pi * xyz`` (k < ``frequencies``),
+    then an MLP.
 
     A plain MLP on xyz sees an object that fills a fifth of the unit sphere as tiny coordinate differences; the
     Fourier features spread them over wavelengths from 2 down to ``2**(1 - frequencies)`` units, so the arrangement of
@@ -149,7 +149,8 @@ def build_points_transformer(
     if num_groups > num_points:
         raise ValueError(f"num_groups ({num_groups}) cannot exceed num_points ({num_points})")
     stem = PointGroupStem(width, channels=channels, num_groups=num_groups, group_size=group_size,
-                          pointnet_dims=pointnet_dims, normalize_groups=normalize_groups, pos_frequencies=pos_frequencies)
+                          pointnet_dims=pointnet_dims, normalize_groups=normalize_groups,
+                          pos_frequencies=pos_frequencies)
     trunk = Transformer(width, depth, num_heads, mlp_ratio=mlp_ratio, drop_path=drop_path, layer_scale=layer_scale,
                         final_norm=False)
     contract = {"num_points": num_points, "channels": channels, "min_points": min_points}

@@ -63,7 +63,7 @@ def test_bind_experiment_inflates_the_video_tower_from_the_loaded_image_tower(tm
     assert s.model.input_contract("points")["channels"] == 6  # the world's points carry their colour
 
 
-def test_demo_end_to_end_at_test_sizes(tmp_path, capsys):
+def test_demo_end_to_end_at_test_sizes(tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     m = run_demo(tmp_path / "world", out, anchor_overrides=QUICK, bind_overrides=QUICK, world=SMALL_WORLD)
 
@@ -89,9 +89,18 @@ def test_demo_end_to_end_at_test_sizes(tmp_path, capsys):
     assert f"{saved['retrieval']['audio->text']['R@1']:.2f}*" in text
     assert f"target <= {saved['targets']['wall_s']:.0f} s: met" in text  # seconds at test sizes
 
-    # the second run reuses the world and prints the same kind of report from the command line
+    # the second run reuses the world and prints the same kind of report from the command line (the command has no
+    # world-size options: its generate_world gets the small world's, else it would build the 6,600-sample default)
+    import anybind.data.world as world_module
+
+    small = world_module.generate_world
+    monkeypatch.setattr(world_module, "generate_world", lambda root, **kw: small(root, **{**kw, **SMALL_WORLD}))
+    stamp = (tmp_path / "world" / "world.json").stat().st_mtime_ns
     main(["--world", str(tmp_path / "world"), "--out", str(tmp_path / "again"), "--no-examples",
           "--anchor", *QUICK, "--bind", *QUICK])
     printed = capsys.readouterr().out
     assert "any-to-any retrieval R@1" in printed and "held-out attribute combinations" in printed
     assert not (tmp_path / "again" / "examples.png").exists()
+    again = json.loads((tmp_path / "again" / "metrics.json").read_text())
+    assert again["world_counts"]["train"] == SMALL_WORLD["n_train"]
+    assert (tmp_path / "world" / "world.json").stat().st_mtime_ns == stamp  # reused: a regeneration rewrites it
