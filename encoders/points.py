@@ -93,7 +93,8 @@ class PointGroupStem(nn.Module):
         nn.init.trunc_normal_(self.cls_pos, std=std, a=-2 * std, b=2 * std)
 
     def group(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(B, N, C)`` -> centres ``(B, G, 3)`` and groups ``(B, G, k, C)`` with xyz relative to their centre."""
+        """``(B, N, C)`` -> centres ``(B, G, 3)`` and groups ``(B, G, k, C)`` with xyz relative to their centre
+        (and, with ``normalize_groups``, divided by the cloud's RMS group extent)."""
         xyz = points[..., :3]
         with torch.no_grad():
             centre_idx = farthest_point_sample(xyz.detach(), self.num_groups)
