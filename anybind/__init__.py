@@ -13,12 +13,13 @@ from .errors import AnybindError, CheckpointError, InputError, RegistryError
 from .layers.tower import EncoderProtocol, EncoderTower
 from .modality import get_modality, list_modalities, modality_for_path, register_modality
 from .model import AnyBindModel, create_model
+from .pretrained import from_open_clip
 from .registry import create_encoder, list_encoders, register_encoder
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AnyBindModel", "AnybindError", "CheckpointError", "EncoderProtocol", "EncoderTower", "InputError",
-    "RegistryError", "create_encoder", "create_model", "get_modality", "list_encoders", "list_modalities",
+    "RegistryError", "create_encoder", "create_model", "from_open_clip", "get_modality", "list_encoders", "list_modalities",
     "load", "modality_for_path", "register_encoder", "register_modality", "save_model",
 ]

@@ -22,6 +22,7 @@ from typing import Any, Mapping
 import torch
 
 from .errors import CheckpointError
+from .pretrained.weights import deferred_weights, meta_parameters
 
 FORMAT = "anybind"
 VERSION = 1
@@ -133,6 +134,9 @@ def save_model(path: str | Path, model, config: Mapping[str, Any] | None = None,
     for m, spec in meta["encoders"].items():
         if not spec["name"]:
             raise CheckpointError(f"encoder for {m!r} was not built from the registry; it cannot be saved by name")
+        source = getattr(model.encoders[m], "weights_source", None)
+        if source:  # a library tower: library, model name, build config, sha256 of the weights it started from
+            spec["source"] = dict(source)
     save_tensors(path, model.state_dict(), meta)
     return _paths(path)[0]
 
@@ -149,11 +153,17 @@ def load(path: str | Path, *, device: str | torch.device = "cpu", modalities: li
             raise CheckpointError(f"checkpoint {path} has no tower for {missing}; it has {sorted(specs)}")
         specs = {m: specs[m] for m in modalities}
         state = {k: v for k, v in state.items() if k.split(".")[1] in specs}
-    model = create_model({m: {"name": s["name"], **s.get("kwargs", {})} for m, s in specs.items()})
+    with deferred_weights():  # library towers build on the meta device: the checkpoint supplies every tensor
+        model = create_model({m: {"name": s["name"], **s.get("kwargs", {})} for m, s in specs.items()})
     for m, s in specs.items():  # the checkpoint's input contract wins (e.g. a converted model's preprocessing)
         model.encoders[m].input_contract = dict(s.get("input_contract") or model.encoders[m].input_contract)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+        if s.get("source"):
+            model.encoders[m].weights_source = dict(s["source"])
+    assign = bool(meta_parameters(model))  # adopt the file's tensors instead of copying them into meta ones
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=assign)
     if strict and (missing or unexpected):
         raise CheckpointError(f"checkpoint {path} does not match its encoders: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    if assign and meta_parameters(model):
+        raise CheckpointError(f"checkpoint {path} lacks tensors of its library towers: {meta_parameters(model)[:5]}")
     model.checkpoint_meta = meta
     return model.to(device).eval()

@@ -207,3 +207,7 @@ for _name in ("depth", "thermal", "imu"):
 # ImageBind's own preprocessing (bit-exact parity), selected by input_contract["compat"] == "imagebind".
 for _name in ("image", "text", "audio", "video", "depth", "thermal", "imu"):
     register_compat_transform("imagebind", _name, f"anybind.compat.preprocess:{_name}_transform")
+# Pretrained towers from model libraries: their own eval preprocessing (anybind.data.library_transforms).
+register_compat_transform("open_clip", "image", "anybind.data.library_transforms:library_image_transform")
+register_compat_transform("open_clip", "text", "anybind.data.library_transforms:open_clip_text_transform")
+register_compat_transform("timm", "image", "anybind.data.library_transforms:library_image_transform")
