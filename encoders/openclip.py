@@ -104,14 +104,18 @@ def build_clip(model_name: str, *, keep: str, model_cfg: dict | None, tag: str |
 
 
 def image_contract(pp: dict) -> dict:
+    """open_clip's final ``preprocess_cfg`` -> an anybind contract reproducing its eval transform."""
     size = pp["size"]
     size = size if isinstance(size, int) else (int(size[0]) if size[0] == size[1] else [int(s) for s in size])
     mean, std = pp["mean"], pp["std"]
-    return {"compat": "open_clip", "image_size": size, "resize_size": size, "resize_mode": pp.get("resize_mode", "shortest"),
+    mode = pp.get("resize_mode") or "shortest"
+    interpolation = _INTERPOLATIONS.get(pp.get("interpolation"), pp.get("interpolation") or "bicubic")
+    if mode == "shortest" and isinstance(size, list):
+        interpolation = "bicubic"  # open_clip's keep-ratio resize for a non-square size is always bicubic
+    return {"compat": "open_clip", "image_size": size, "resize_size": size, "resize_mode": mode,
             "mean": [float(m) for m in (mean if isinstance(mean, (list, tuple)) else [mean] * 3)],
             "std": [float(s) for s in (std if isinstance(std, (list, tuple)) else [std] * 3)],
-            "interpolation": _INTERPOLATIONS.get(pp.get("interpolation"), pp.get("interpolation") or "bicubic"),
-            "fill": pp.get("fill_color", 0)}
+            "interpolation": interpolation, "fill": pp.get("fill_color", 0)}
 
 
 def text_contract(model_name: str, model: nn.Module, cfg: dict) -> dict:
