@@ -242,7 +242,7 @@ def openclip_text(model_name: str = "ViT-B-32", pretrained: str | Path | None = 
     meta = bool(pretrained) or weights_deferred()
     model, _, cfg = build_clip(model_name, keep="text", model_cfg=model_cfg, tag=None, preprocess=None, on_meta=meta)
     contract = text_contract(model_name, model, cfg)
-    del model.visual
+    model.visual = nn.Identity()  # the stand-in image tower goes; open_clip's methods still find an attribute
     if pretrained:
         state = {k: v for k, v in clip_state(pretrained, model).items() if not k.startswith("visual.")}
         assign_state(model, state, source=str(pretrained), what=f"open_clip {model_name} text tower")

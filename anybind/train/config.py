@@ -20,6 +20,7 @@ class ModalityConfig:
 
     encoder: str = MISSING
     kwargs: dict[str, Any] = field(default_factory=dict)
+    tune: dict[str, Any] = field(default_factory=dict)  # per-tower tuning; {mode: frozen} freezes the tower
 
 
 @dataclass

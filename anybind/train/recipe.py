@@ -334,7 +334,9 @@ def build_run(cfg: Any, device: torch.device | str = "cpu") -> Setup:
     unknown = [m for m in frozen if m not in cfg.modality]
     if unknown:
         raise ValueError(f"freeze={frozen} names {unknown}, which is not trained (modality={list(cfg.modality)})")
-    if frozen and not cfg.init_from:
+    frozen += [m for m, c in cfg.modality.items() if (c.get("tune") or {}).get("mode") == "frozen" and m not in frozen]
+    pretrained = [m for m, c in cfg.modality.items() if c.kwargs.get("pretrained")]  # weights from a library file
+    if [m for m in frozen if m not in pretrained] and not cfg.init_from:
         raise ValueError(f"freeze={frozen} without init_from: the frozen towers would stay random. Give "
                          f"init_from=<checkpoint, step directory or run directory> (e.g. the anchor stage's run)")
     pairs = resolve_pairs(list(cfg.modality), cfg.anchor, OmegaConf.to_container(cfg.pairs, resolve=True), frozen)
@@ -349,7 +351,7 @@ def build_run(cfg: Any, device: torch.device | str = "cpu") -> Setup:
     if cfg.video_from_image:
         inflate_video_tower(model, loaded)
     for m in frozen:
-        if m not in loaded:
+        if m not in loaded and m not in pretrained:
             log.warning("freezing the %s tower although it was not loaded from init_from: it stays random", m)
     seed_everything(t.seed + rank)  # distinct dropout / drop-path streams per rank
     dataset, sampler, loader = build_data(cfg, model, pairs, manifest, rank=rank, world=world)
