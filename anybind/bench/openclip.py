@@ -82,7 +82,7 @@ def _best(fn: Callable[[], torch.Tensor], repeats: int) -> tuple[float, torch.Te
 
 
 def run(model_name: str = "ViT-B-32", images: int = 256, texts: int = 1024, batch: int = 32,
-        workers: list[int] = (0, 2), repeats: int = 2, threads: int | None = None) -> dict:
+        workers: list[int] = (0, 2), repeats: int = 2, threads: int | None = None, memory: bool = False) -> dict:
     import open_clip
     from safetensors.torch import save_file
 
@@ -117,6 +117,9 @@ def run(model_name: str = "ViT-B-32", images: int = 256, texts: int = 1024, batc
             image_row("anybind embed", w, lambda w=w: model.embed({"image": paths}, batch_size=batch, num_workers=w,
                                                                   progress=False)["image"])
             image_row("anybind-embed (store)", w, lambda w=w: _store(embed_to_store, model, tmp, w, batch))
+        if memory:
+            ckpt = anybind.save_model(tmp / "ckpt" / "model", model)
+            mem = memory_rows(model_name, weights, ckpt)
         for name, fn in (("open_clip loop", lambda: open_clip_text_loop(ref, tokenizer, texts_, 256)),
                          ("anybind embed", lambda: model.embed({"text": texts_}, batch_size=256, progress=False)["text"])):
             seconds, out, ld = _best(fn, repeats)
@@ -129,7 +132,7 @@ def run(model_name: str = "ViT-B-32", images: int = 256, texts: int = 1024, batc
                 r["max_abs_diff"] = float((r["_out"] - ref_out).abs().max())
     for r in rows:
         r.pop("_out")
-    return {"env": env, "model": model_name, "batch": batch, "rows": rows}
+    return {"env": env, "model": model_name, "batch": batch, "rows": rows, "memory": mem if memory else []}
 
 
 def _store(embed_to_store, model, tmp: Path, workers: int, batch: int) -> torch.Tensor:
@@ -141,6 +144,51 @@ def _store(embed_to_store, model, tmp: Path, workers: int, batch: int) -> torch.
     return torch.from_numpy(np.asarray(store.vectors(), dtype=np.float32)[np.argsort(sources)])
 
 
+_MEMORY_PROBE = r"""
+import sys, time
+import torch, anybind, open_clip
+
+def hwm():  # this process's peak RSS in GiB (VmHWM: unlike ru_maxrss, not inherited from the parent over exec)
+    line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM"))
+    return int(line.split()[1]) / 2**20
+
+what, model_name, path = sys.argv[1:4]
+base = hwm()
+t0 = time.perf_counter()
+if what == "open_clip.create_model(pretrained=file)":
+    m = open_clip.create_model(model_name, pretrained=path)
+elif what == "anybind.from_open_clip(pretrained=file)":
+    m = anybind.from_open_clip(model_name, pretrained=path)
+else:
+    m = anybind.load(path)
+built, seconds = hwm(), time.perf_counter() - t0
+with torch.no_grad():  # one forward per tower pages in every weight (memory-mapped tensors count from here)
+    image, ids = torch.zeros(1, 3, 224, 224), torch.zeros(1, 77, dtype=torch.long)
+    if hasattr(m, "encode_image"):
+        m.encode_image(image), m.encode_text(ids)
+    else:
+        m.encoders["image"](image), m.encoders["text"](ids)
+print(base, built, hwm(), seconds)
+"""
+
+
+def memory_rows(model_name: str, weights: Path, checkpoint: Path) -> list[dict]:
+    """Peak RSS of building the model from a file, each way in a fresh process (``VmHWM``, GiB)."""
+    import subprocess
+    import sys
+
+    rows = []
+    for what, path in (("open_clip.create_model(pretrained=file)", weights),
+                       ("anybind.from_open_clip(pretrained=file)", weights), ("anybind.load(checkpoint)", checkpoint)):
+        out = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, what, model_name, str(path)], capture_output=True,
+                             text=True, check=True, timeout=600).stdout.split()
+        base, built, peak, seconds = (float(x) for x in out[-4:])
+        rows.append({"what": what, "file_gib": sig(path.stat().st_size / 2**30, 3), "start_gib": sig(base, 3),
+                     "built_gib": sig(built - base, 3), "added_gib": sig(peak - base, 3), "seconds": sig(seconds, 3),
+                     "load": load()})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m anybind.bench.openclip", description=__doc__.split("\n")[0])
     p.add_argument("--model", default="ViT-B-32")
@@ -150,12 +198,19 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--workers", default="0,2", help="DataLoader workers for the anybind paths (comma list)")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--memory", action="store_true", help="also peak RSS of loading the weights, each way")
     p.add_argument("--out", type=Path, default=None, help="write the result as JSON here")
     a = p.parse_args(argv)
-    result = run(a.model, a.images, a.texts, a.batch, [int(w) for w in parse_list(a.workers, ["0"])], a.repeats, a.threads)
+    result = run(a.model, a.images, a.texts, a.batch, [int(w) for w in parse_list(a.workers, ["0"])], a.repeats, a.threads,
+                 a.memory)
     cols = [("what", "input"), ("path", "path"), ("workers", "workers"), ("n", "n"), ("seconds", "s"),
             ("per_s", "items/s"), ("max_abs_diff", "max |diff| vs loop"), ("load", "load")]
     print_table(f"OpenCLIP {a.model} files -> embeddings (batch {a.batch})", cols, result["rows"], result["env"])
+    if result["memory"]:
+        mcols = [("what", "build"), ("file_gib", "file GiB"), ("start_gib", "RSS before GiB"), ("seconds", "build s"),
+                 ("built_gib", "peak added by the build GiB"), ("added_gib", "... and by one forward GiB"),
+                 ("load", "load")]
+        print_table(f"Building OpenCLIP {a.model} from a local file: peak memory", mcols, result["memory"])
     if a.out:
         write_json(a.out, result)
     return result

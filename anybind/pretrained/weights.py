@@ -107,7 +107,14 @@ def meta_parameters(module: nn.Module) -> list[str]:
 
 def weights_source(path: str | Path, **info) -> dict:
     """Provenance of a local weights file: ``{"file", "bytes", "sha256", **info}`` (library, model name...)."""
+    p = Path(path).resolve()
+    st = p.stat()
+    return {**info, "file": p.name, "bytes": st.st_size, "sha256": _digest(str(p), st.st_size, st.st_mtime_ns)}
+
+
+@functools.lru_cache(maxsize=16)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    """sha256 of a file, once per (path, size, mtime): both towers of one CLIP file hash it once."""
     from ..checkpoint import sha256_file
 
-    p = Path(path)
-    return {**info, "file": p.name, "bytes": p.stat().st_size, "sha256": sha256_file(p)}
+    return sha256_file(path)
