@@ -89,6 +89,10 @@ def build_clip(model_name: str, *, keep: str, model_cfg: dict | None, tag: str |
             raise RegistryError(f"open_clip model {model_name!r} has no pretrained tag {tag!r}; its tags: "
                                 f"{open_clip.list_pretrained_tags_by_model(model_name)}")
         force_pp = {k: pcfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in pcfg}
+        if bool(pcfg.get("quick_gelu", False)) != bool(cfg.get("quick_gelu", False)):
+            raise ValueError(f"open_clip tag {tag!r} of {model_name!r} was trained with quick_gelu="
+                             f"{bool(pcfg.get('quick_gelu'))} but the config has the other activation: use model_name="
+                             f"{model_name + '-quickgelu' if pcfg.get('quick_gelu') else model_name.removesuffix('-quickgelu')!r}")
     force_pp.update(preprocess or {})
     overrides = {k: v for k, v in (model_cfg or {}).items() if k not in ("vision_cfg", "text_cfg")}
     if keep == "image":
@@ -132,7 +136,14 @@ def clip_state(path: str | Path, model: nn.Module) -> dict[str, torch.Tensor]:
     """A local open_clip checkpoint, with open_clip's own format fixes for this model class applied."""
     import open_clip
 
-    state = read_state_dict(path)
+    try:
+        state = read_state_dict(path)
+    except CheckpointError as exc:
+        if _is_torchscript(path):
+            raise CheckpointError(f"pretrained weights {path} are a TorchScript archive (e.g. OpenAI's original CLIP "
+                                  "release), which anybind does not execute; save its state_dict once where you trust "
+                                  "it: torch.save(torch.jit.load(path).state_dict(), 'clip_state.pt')") from exc
+        raise
     if "positional_embedding" in state and not hasattr(model, "positional_embedding") and hasattr(model, "text"):
         state = open_clip.model.convert_to_custom_text_state_dict(state)
     for key in ("logit_scale", "logit_bias"):
@@ -142,6 +153,16 @@ def clip_state(path: str | Path, model: nn.Module) -> dict[str, torch.Tensor]:
     if getattr(model, "logit_bias", None) is not None and "logit_bias" not in state and "logit_scale" in state:
         state["logit_bias"] = torch.zeros_like(state["logit_scale"])
     return state
+
+
+def _is_torchscript(path: str | Path) -> bool:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.split("/", 1)[-1].startswith("code/") for n in z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 class OpenClipImageEncoder(nn.Module):

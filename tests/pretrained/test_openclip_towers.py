@@ -23,6 +23,7 @@ def library_embeddings(model, name, paths, captions, resize_mode=None):
     tok = open_clip.get_tokenizer(name)
     with torch.no_grad():
         x = torch.stack([preprocess(Image.open(p)) for p in paths])
+        library_embeddings.inputs = x
         return (F.normalize(model.encode_image(x), dim=-1), F.normalize(model.encode_text(tok(captions)), dim=-1))
 
 
@@ -38,6 +39,8 @@ def test_embed_files_and_strings_equal_open_clip(tmp_path, name, suffix):
     assert got["image"].shape == (len(paths), ref.visual.output_dim if hasattr(ref.visual, "output_dim") else 32)
     assert (got["image"] - want_image).abs().max() < 2e-4
     assert (got["text"] - want_text).abs().max() < 2e-4
+    with torch.no_grad():  # from tensors too
+        assert (model.encoders["image"](library_embeddings.inputs) - want_image).abs().max() < 2e-4
     assert torch.equal(model.encoders["text"].logit_scale.detach(), ref.logit_scale.detach())
 
 
@@ -84,6 +87,15 @@ def test_pretrained_tag_selects_its_preprocessing():
     assert enc.input_contract["mean"] == pytest.approx(list(pcfg["mean"]))
     with pytest.raises(RegistryError, match="no pretrained tag 'nope'.*laion2b_s34b_b79k"):
         anybind.create_encoder("openclip_image", model_name="ViT-B-32", tag="nope")
+    with pytest.raises(ValueError, match="quick_gelu=True.*model_name='ViT-B-32-quickgelu'"):
+        anybind.create_encoder("openclip_image", model_name="ViT-B-32", tag="openai")
+
+
+def test_torchscript_archive_is_refused_with_a_way_out(tmp_path):
+    path = tmp_path / "ViT-B-32.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(path))
+    with pytest.raises(CheckpointError, match="TorchScript archive.*state_dict"):
+        anybind.create_encoder("openclip_text", model_name="ViT-B-32", pretrained=path, model_cfg=TINY_CLIP["ViT-B-32"])
 
 
 def test_custom_text_tower_config(tmp_path):
