@@ -44,6 +44,7 @@ def test_embed_files_and_strings_equal_open_clip(tmp_path, name, suffix):
     assert torch.equal(model.encoders["text"].logit_scale.detach(), ref.logit_scale.detach())
 
 
+@pytest.mark.slow
 def test_shipped_vit_s32_parity_and_checkpoint_roundtrip_without_the_source_file(tmp_path):
     ref = build_open_clip("ViT-S-32")  # a config exactly as open_clip ships it
     weights = save_state(ref, tmp_path / "vit_s32.safetensors")
@@ -91,6 +92,7 @@ def test_pretrained_tag_selects_its_preprocessing():
         anybind.create_encoder("openclip_image", model_name="ViT-B-32", tag="openai")
 
 
+@pytest.mark.filterwarnings("ignore:'torch.load' received a zip file")
 def test_torchscript_archive_is_refused_with_a_way_out(tmp_path):
     path = tmp_path / "ViT-B-32.pt"
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(path))
