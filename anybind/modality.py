@@ -207,3 +207,6 @@ for _name in ("depth", "thermal", "imu"):
 # ImageBind's own preprocessing (bit-exact parity), selected by input_contract["compat"] == "imagebind".
 for _name in ("image", "text", "audio", "video", "depth", "thermal", "imu"):
     register_compat_transform("imagebind", _name, f"anybind.compat.preprocess:{_name}_transform")
+# A Hugging Face folder's own tokenizer / feature extractor (towers hf_text, hf_audio), selected by compat == "hf".
+for _name in ("text", "audio"):
+    register_compat_transform("hf", _name, f"anybind.data.hf:{_name}_transform")
