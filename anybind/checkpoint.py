@@ -152,6 +152,10 @@ def load(path: str | Path, *, device: str | torch.device = "cpu", modalities: li
     model = create_model({m: {"name": s["name"], **s.get("kwargs", {})} for m, s in specs.items()})
     for m, s in specs.items():  # the checkpoint's input contract wins (e.g. a converted model's preprocessing)
         model.encoders[m].input_contract = dict(s.get("input_contract") or model.encoders[m].input_contract)
+        if s.get("lora"):  # a LoRA-tuned tower: its adapters are in the weights
+            from .lora import add_lora
+
+            add_lora(model.encoders[m], **s["lora"])
     missing, unexpected = model.load_state_dict(state, strict=False)
     if strict and (missing or unexpected):
         raise CheckpointError(f"checkpoint {path} does not match its encoders: missing {missing[:5]}, unexpected {unexpected[:5]}")
