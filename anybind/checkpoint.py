@@ -159,6 +159,10 @@ def load(path: str | Path, *, device: str | torch.device = "cpu", modalities: li
         model.encoders[m].input_contract = dict(s.get("input_contract") or model.encoders[m].input_contract)
         if s.get("source"):
             model.encoders[m].weights_source = dict(s["source"])
+        if s.get("lora"):  # a LoRA-tuned tower: its adapters are in the weights
+            from .lora import add_lora
+
+            add_lora(model.encoders[m], **s["lora"])
     assign = bool(meta_parameters(model))  # adopt the file's tensors instead of copying them into meta ones
     missing, unexpected = model.load_state_dict(state, strict=False, assign=assign)
     if strict and (missing or unexpected):

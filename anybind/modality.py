@@ -211,3 +211,6 @@ for _name in ("image", "text", "audio", "video", "depth", "thermal", "imu"):
 register_compat_transform("open_clip", "image", "anybind.data.library_transforms:library_image_transform")
 register_compat_transform("open_clip", "text", "anybind.data.library_transforms:open_clip_text_transform")
 register_compat_transform("timm", "image", "anybind.data.library_transforms:library_image_transform")
+# A Hugging Face folder's own tokenizer / feature extractor (towers hf_text, hf_audio), selected by compat == "hf".
+for _name in ("text", "audio"):
+    register_compat_transform("hf", _name, f"anybind.data.hf:{_name}_transform")

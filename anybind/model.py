@@ -93,7 +93,8 @@ class AnyBindModel(nn.Module):
         """Registry name and builder arguments of every tower: enough to rebuild the model."""
         return {
             m: {"name": getattr(e, "registry_name", None), "kwargs": dict(getattr(e, "build_kwargs", {})),
-                "input_contract": dict(e.input_contract)}
+                "input_contract": dict(e.input_contract),
+                **({"lora": dict(e.lora_spec)} if getattr(e, "lora_spec", None) else {})}  # adapters to re-inject
             for m, e in self.encoders.items()
         }
 

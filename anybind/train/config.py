@@ -15,12 +15,32 @@ from omegaconf import MISSING
 
 
 @dataclass
+class LoraConfig:
+    """LoRA adapters (``tune.mode=lora``); ``targets`` null: the attention and MLP Linear layers of the blocks."""
+
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    targets: Optional[list[str]] = None
+
+
+@dataclass
+class TuneConfig:
+    """Which weights of a tower train (see :mod:`anybind.train.tuning`)."""
+
+    mode: str = "full"  # full | frozen | last_n | lora
+    last_n: int = 0  # mode=last_n: how many final blocks train
+    lr_scale: float = 1.0  # multiplies optim.lr for this tower
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+
+@dataclass
 class ModalityConfig:
-    """One trained modality: the registry encoder and its builder keyword arguments."""
+    """One trained modality: the registry encoder, its builder keyword arguments and how it is tuned."""
 
     encoder: str = MISSING
     kwargs: dict[str, Any] = field(default_factory=dict)
-    tune: dict[str, Any] = field(default_factory=dict)  # per-tower tuning; {mode: frozen} freezes the tower
+    tune: TuneConfig = field(default_factory=TuneConfig)
 
 
 @dataclass

@@ -31,7 +31,41 @@ from ..data.digits import CAPTION_TEMPLATES, DIGIT_WORDS, class_prompts, default
 from .pipeline import StageClock, run_stage
 
 ANCHOR_EXPERIMENT, BIND_EXPERIMENT = "digits_anchor", "digits"
+# --text-tower: the from-scratch text tower, or the frozen pretrained MiniLM (hf_text) as the text side
+TEXT_TOWERS = {"scratch": ("digits_anchor", "digits"), "minilm": ("digits_minilm_anchor", "digits_minilm")}
 PROMPT = "the number {}"
+# Phrasings never used as training captions (CAPTION_TEMPLATES): what a text tower knows beyond them.
+# {word} "seven", {numeral} "7", {prev} "six", {next} "eight".
+UNSEEN_TEMPLATES = (
+    "a voice saying {word}", "someone says {word}", "the spoken word {word}", "a recording of a person saying {word}",
+    "a man says {word}", "a woman says {word}", "say {word}", "{word}!", "it sounds like {word}", "{word} spoken aloud",
+    "I heard the number {word}", "a person counting: {word}", "number {numeral}", "the value {numeral}",
+    "the integer {numeral}", "audio of the number {numeral}", "{numeral} ({word})", "{word}, as a number",
+    "the amount {word}", "the digit {word}", "the number right after {prev}", "the number just before {next}",
+    "how many? {word}", "{numeral} in words is {word}",
+)
+_PREV = ("minus one",) + DIGIT_WORDS[:-1]
+_NEXT = DIGIT_WORDS[1:] + ("ten",)
+
+
+def unseen_prompts(template: str) -> list[str]:
+    """The ten class prompts of one :data:`UNSEEN_TEMPLATES` phrasing."""
+    return [template.format(word=w, numeral=str(d), prev=_PREV[d], next=_NEXT[d])
+            for d, w in enumerate(DIGIT_WORDS)]
+
+
+@torch.no_grad()
+def unseen_prompt_metrics(model, emb: torch.Tensor, keys: Sequence[str], batch_size: int = 256) -> dict[str, Any]:
+    """Zero-shot top-1 of ``emb`` (labelled by digit word) with each unseen phrasing as the ten class prompts:
+    ``{"per_template": {template: top1}, "mean_top1", "min_top1", "ensemble_top1", "n_templates", "n"}``."""
+    every = [p for t in UNSEEN_TEMPLATES for p in unseen_prompts(t)]
+    text = model.embed({"text": every}, batch_size=batch_size)["text"].view(len(UNSEEN_TEMPLATES), 10, -1)
+    target = torch.tensor([DIGIT_WORDS.index(k) for k in keys])
+    per = {t: float(((emb @ text[i].T).argmax(1) == target).float().mean()) for i, t in enumerate(UNSEEN_TEMPLATES)}
+    ens = torch.nn.functional.normalize(text.mean(0), dim=-1)
+    return {"per_template": per, "mean_top1": sum(per.values()) / len(per), "min_top1": min(per.values()),
+            "ensemble_top1": float(((emb @ ens.T).argmax(1) == target).float().mean()),
+            "n_templates": len(per), "n": len(target)}
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int = 10) -> torch.Tensor:
@@ -97,13 +131,19 @@ def evaluate_digits(model, manifest, *, trained_pairs=(), prompt: str = PROMPT, 
         out["prompt_ensemble"][name] = zero_shot_metrics(emb[m], ens, keys[m], list(DIGIT_WORDS))
         target = torch.tensor([DIGIT_WORDS.index(k) for k in keys[m]])
         out["confusion"][m] = confusion_matrix((emb[m] @ single.T).argmax(1), target).tolist()
+        out.setdefault("unseen_prompts", {})[name] = unseen_prompt_metrics(model, emb[m], keys[m], batch_size)
     return out
 
 
 def run_digits(data_dir: str | Path, out_dir: str | Path, *, fsdd: str | Path | None = None,
                mnist: str | Path | None = None, anchor_overrides: Sequence[str] = (),
-               bind_overrides: Sequence[str] = (), prompt: str = PROMPT) -> dict[str, Any]:
-    """Prepare (when needed), train both stages, evaluate; returns the metrics written to ``OUT/metrics.json``."""
+               bind_overrides: Sequence[str] = (), prompt: str = PROMPT, text_tower: str = "scratch",
+               minilm: str | Path | None = None) -> dict[str, Any]:
+    """Prepare (when needed), train both stages, evaluate; returns the metrics written to ``OUT/metrics.json``.
+
+    ``text_tower="minilm"`` uses the frozen pretrained MiniLM folder ``minilm`` (default
+    ``../shared/models/all-MiniLM-L6-v2``) as the text side (experiments ``digits_minilm_anchor`` / ``digits_minilm``).
+    """
     from ..checkpoint import load
     from ..evaluate import plot_retrieval_heatmap, write_metrics
 
@@ -116,14 +156,23 @@ def run_digits(data_dir: str | Path, out_dir: str | Path, *, fsdd: str | Path | 
             shared = default_data_dir()
             prepare_digits(fsdd or shared / "fsdd" / "recordings", mnist or shared / "mnist", data)
 
+    if text_tower not in TEXT_TOWERS:
+        raise ValueError(f"text_tower must be one of {', '.join(TEXT_TOWERS)}, got {text_tower!r}")
+    anchor_exp, bind_exp = TEXT_TOWERS[text_tower]
+    text_kw = []
+    if text_tower == "minilm":  # an absolute folder: the checkpoints then load from any directory
+        folder = Path(minilm or default_data_dir().parent / "models" / "all-MiniLM-L6-v2").resolve()
+        text_kw = [f"modality.text.kwargs.path={folder}"]
+
     with clock("anchor"):
-        anchor = run_stage(ANCHOR_EXPERIMENT, out / "anchor",
-                           [f"data.manifest={data / 'image_text.jsonl'}", f"eval.prompt='{prompt}'", *anchor_overrides])
+        anchor = run_stage(anchor_exp, out / "anchor", [f"data.manifest={data / 'image_text.jsonl'}",
+                                                        f"eval.prompt='{prompt}'", *text_kw, *anchor_overrides])
 
     with clock("bind"):
-        bind = run_stage(BIND_EXPERIMENT, out / "bind",
+        bind = run_stage(bind_exp, out / "bind",
                          [f"init_from={anchor.checkpoint_path}", f"data.manifest={data / 'audio_image.jsonl'}",
-                          f"eval.manifest={data / 'eval_test.jsonl'}", f"eval.prompt='{prompt}'", *bind_overrides])
+                          f"eval.manifest={data / 'eval_test.jsonl'}", f"eval.prompt='{prompt}'", *text_kw,
+                          *bind_overrides])
 
     with clock("evaluate"):
         model = load(bind.checkpoint_path)
@@ -131,7 +180,8 @@ def run_digits(data_dir: str | Path, out_dir: str | Path, *, fsdd: str | Path | 
         test = evaluate_digits(model, data / "eval_test.jsonl", trained_pairs=pairs, prompt=prompt)
         metrics: dict[str, Any] = {"retrieval": test["retrieval"], "zero_shot": test["zero_shot"],
                                    "prompt_ensemble": test["prompt_ensemble"], "confusion": test["confusion"],
-                                   "prompt": prompt, "trained_pairs": sorted(sorted(p) for p in pairs)}
+                                   "prompt": prompt, "trained_pairs": sorted(sorted(p) for p in pairs),
+                                   "unseen_prompts": test["unseen_prompts"], "text_tower": text_tower}
         confusions = {f"FSDD test takes: top-1 {test['zero_shot']['fsdd/audio']['top1']:.3f}":
                       torch.tensor(test["confusion"]["audio"])}
         heldout_path = data / "eval_heldout.jsonl"
@@ -162,6 +212,10 @@ def _summary(m: dict) -> str:
     lines.append(f"audio->image R@1 by class: {r['audio->image']['R@1']:.3f}; audio->text R@1: {r['audio->text']['R@1']:.3f}"
                  f" (emergent: {r['audio->text']['emergent']})")
     lines.append(f"zero-shot image->text top-1, MNIST test: {zs['mnist/image']['top1']:.3f} (n={zs['mnist/image']['n']})")
+    u = m.get("unseen_prompts", {}).get("fsdd/audio")
+    if u:
+        lines.append(f"zero-shot audio->text top-1 on {u['n_templates']} unseen phrasings: mean {u['mean_top1']:.3f}, "
+                     f"min {u['min_top1']:.3f}, ensemble {u['ensemble_top1']:.3f}")
     t = m["timing"]["total"]
     lines.append(f"total {t['wall_s']:.0f} s wall, {t['cpu_s']:.0f} s CPU (user+sys), load average {t['load_avg']}")
     return "\n".join(lines)
@@ -176,12 +230,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fsdd", default=str(shared / "fsdd" / "recordings"))
     ap.add_argument("--mnist", default=str(shared / "mnist"))
     ap.add_argument("--prompt", default=PROMPT, help="zero-shot prompt, formatted with the digit word")
+    ap.add_argument("--text-tower", default="scratch", choices=sorted(TEXT_TOWERS),
+                    help="scratch: train a text tower; minilm: the frozen pretrained all-MiniLM-L6-v2 (hf_text)")
+    ap.add_argument("--minilm", default=None, help="the MiniLM folder (default ../shared/models/all-MiniLM-L6-v2)")
     ap.add_argument("--anchor", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of the anchor stage")
     ap.add_argument("--bind", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of the bind stage")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
     m = run_digits(a.data, a.out, fsdd=a.fsdd, mnist=a.mnist, anchor_overrides=a.anchor, bind_overrides=a.bind,
-                   prompt=a.prompt)
+                   prompt=a.prompt, text_tower=a.text_tower, minilm=a.minilm)
     print(_summary(m))
     print(f"metrics: {Path(a.out) / 'metrics.json'}; figures: {Path(a.out) / 'confusion_audio.png'}, "
           f"{Path(a.out) / 'retrieval_R@1.png'}")

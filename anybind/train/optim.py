@@ -27,30 +27,44 @@ def _module_no_decay(root: nn.Module) -> set[str]:
     return names
 
 
-def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
+def param_groups(module: nn.Module, weight_decay: float, lr_scales: dict[str, float] | None = None) -> list[dict]:
     """Two AdamW groups over the trainable parameters: ``decay`` (matrices, kernels) and ``no_decay`` (norms,
-    biases, embeddings, position and CLS tokens, temperatures). Each group keeps its parameter names."""
+    biases, embeddings, position and CLS tokens, temperatures). Each group keeps its parameter names.
+
+    ``lr_scales`` (``{name prefix: scale}``, e.g. a tower's ``tune.lr_scale``) splits off ``decay@prefix`` /
+    ``no_decay@prefix`` groups that carry an ``lr_scale``."""
     explicit = _module_no_decay(module)
-    decay, no_decay = [], []
+    scales = dict(lr_scales or {})
+    buckets: dict[tuple[str, str | None], list] = {}
     for name, p in module.named_parameters():
         if not p.requires_grad:
             continue
         leaf = name.rsplit(".", 1)[-1]
         skip = p.ndim <= 1 or name in explicit or any(k in name.split(".") or leaf == k for k in NO_DECAY_NAMES)
-        (no_decay if skip else decay).append((name, p))
+        prefix = next((k for k in scales if name.startswith(k)), None)
+        buckets.setdefault(("no_decay" if skip else "decay", prefix), []).append((name, p))
     groups = []
-    for tag, items, wd in (("decay", decay, weight_decay), ("no_decay", no_decay, 0.0)):
-        if items:
-            groups.append({"name": tag, "params": [p for _, p in items], "param_names": [n for n, _ in items],
-                           "weight_decay": wd})
+    for prefix in [None, *scales]:
+        for tag, wd in (("decay", weight_decay), ("no_decay", 0.0)):
+            items = buckets.get((tag, prefix))
+            if items:
+                g = {"name": tag if prefix is None else f"{tag}@{prefix}", "params": [p for _, p in items],
+                     "param_names": [n for n, _ in items], "weight_decay": wd}
+                if prefix is not None:
+                    g["lr_scale"] = scales[prefix]
+                groups.append(g)
     return groups
 
 
 def build_optimizer(module: nn.Module, *, lr: float, weight_decay: float, betas: Iterable[float] = (0.9, 0.98),
-                    eps: float = 1e-6, fused: bool | None = None) -> torch.optim.AdamW:
-    groups = param_groups(module, weight_decay)
+                    eps: float = 1e-6, fused: bool | None = None,
+                    lr_scales: dict[str, float] | None = None) -> torch.optim.AdamW:
+    groups = param_groups(module, weight_decay, lr_scales)
     if not groups:
         raise ValueError("nothing to train: every parameter is frozen")
+    for g in groups:
+        if "lr_scale" in g:
+            g["lr"] = lr * g["lr_scale"]
     kw = {"fused": fused} if fused is not None else {}
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, **kw)
 

@@ -120,10 +120,16 @@ def load_towers(model, path: str | Path) -> tuple[list[str], list[list[str]]]:
                                   f"{getattr(enc, 'registry_name', None)!r}; set modality.{m}.encoder to match")
         prefix = f"encoders.{m}."
         sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if specs[m].get("lora"):  # a LoRA-tuned tower: load it with its adapters, then merge them (plain weights)
+            from ..lora import add_lora, merge_lora
+
+            add_lora(enc, **specs[m]["lora"])
         try:
             enc.load_state_dict(sub, strict=True)
         except RuntimeError as exc:
             raise CheckpointError(f"init_from {path}: the {m} tower does not fit (builder kwargs differ?): {exc}") from exc
+        if specs[m].get("lora"):
+            merge_lora(enc).requires_grad_(True)
         enc.input_contract = dict(specs[m].get("input_contract") or enc.input_contract)
         loaded.append(m)
     return loaded, [list(p) for p in meta.get("trained_pairs", [])]
@@ -146,6 +152,11 @@ def inflate_video_tower(model, loaded: Sequence[str] = ()) -> None:
     except ValueError as exc:
         raise ValueError(f"video_from_image=true: {exc}") from exc
     log.info("video tower initialised from the %s image tower", "loaded" if "image" in loaded else "fresh")
+
+
+def _pretrained(kwargs) -> bool:
+    """A tower built from pretrained weights (``pretrained=`` file or ``path=`` folder) may be frozen without init_from."""
+    return bool(kwargs.get("pretrained") or kwargs.get("path"))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -324,19 +335,18 @@ def build_run(cfg: Any, device: torch.device | str = "cpu") -> Setup:
     """Build model, data, loss, optimizer and schedule from ``cfg`` (used by :func:`run` and by config tests)."""
     from .optim import WarmupCosine, build_optimizer
     from .trainer import TrainModule, shard_towers
+    from .tuning import apply_tuning, frozen_modalities, lr_scales, modality_tuning
 
     cfg = _as_config(cfg)
     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # a missing ??? value fails here, named
     device = torch.device(device)
     t, o = cfg.trainer, cfg.optim
     rank, world = dist.rank(), dist.world_size()
-    frozen = list(cfg.freeze)
+    frozen = frozen_modalities(cfg)  # freeze=[...] plus modality.<m>.tune.mode=frozen
     unknown = [m for m in frozen if m not in cfg.modality]
     if unknown:
         raise ValueError(f"freeze={frozen} names {unknown}, which is not trained (modality={list(cfg.modality)})")
-    frozen += [m for m, c in cfg.modality.items() if (c.get("tune") or {}).get("mode") == "frozen" and m not in frozen]
-    pretrained = [m for m, c in cfg.modality.items() if c.kwargs.get("pretrained")]  # weights from a library file
-    if [m for m in frozen if m not in pretrained] and not cfg.init_from:
+    if [m for m in frozen if not _pretrained(cfg.modality[m].kwargs)] and not cfg.init_from:
         raise ValueError(f"freeze={frozen} without init_from: the frozen towers would stay random. Give "
                          f"init_from=<checkpoint, step directory or run directory> (e.g. the anchor stage's run)")
     pairs = resolve_pairs(list(cfg.modality), cfg.anchor, OmegaConf.to_container(cfg.pairs, resolve=True), frozen)
@@ -351,8 +361,10 @@ def build_run(cfg: Any, device: torch.device | str = "cpu") -> Setup:
     if cfg.video_from_image:
         inflate_video_tower(model, loaded)
     for m in frozen:
-        if m not in loaded and m not in pretrained:
+        if m not in loaded and not _pretrained(cfg.modality[m].kwargs):
             log.warning("freezing the %s tower although it was not loaded from init_from: it stays random", m)
+    tuning = modality_tuning(cfg)
+    apply_tuning(model, tuning)  # last_n / lora; frozen towers are the train module's
     seed_everything(t.seed + rank)  # distinct dropout / drop-path streams per rank
     dataset, sampler, loader = build_data(cfg, model, pairs, manifest, rank=rank, world=world)
     module = TrainModule(model, build_loss(cfg, pairs), frozen).to(device)
@@ -366,7 +378,7 @@ def build_run(cfg: Any, device: torch.device | str = "cpu") -> Setup:
         for enc in model.encoders.values():
             enc.compile(dynamic=True)
     optimizer = build_optimizer(module, lr=o.lr, weight_decay=o.weight_decay, betas=o.betas, eps=o.eps,
-                                fused=device.type in ("cuda", "cpu"))
+                                fused=device.type in ("cuda", "cpu"), lr_scales=lr_scales(tuning))
     max_steps = t.max_steps
     if t.max_epochs:
         max_steps = math.ceil(t.max_epochs * len(sampler) / max(1, t.grad_accum))

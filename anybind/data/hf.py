@@ -1,0 +1,167 @@
+"""Hugging Face preprocessing: a local model folder's own tokenizer and feature extractor as anybind transforms.
+
+``transformers`` is an optional dependency (``pip install anybind[hf]``); nothing here imports it until a folder
+is opened. Folders are read with ``local_files_only=True``: anybind never downloads. A tower built by
+``hf_text`` / ``hf_audio`` (:mod:`encoders.hf`) writes ``{"compat": "hf", ...}`` into its input contract, which
+selects the transforms below (see :func:`anybind.modality.register_compat_transform`):
+
+* text: ``{"compat": "hf", "tokenizer": FOLDER, "max_length": L, "lowercase": bool}`` -> int64 ``(2, L)``:
+  row 0 the token ids, row 1 the attention mask (padded to ``L``; the tower drops all-padding columns).
+* audio: ``{"compat": "hf", "feature_extractor": FOLDER, "sample_rate": SR, "max_samples": N | None}`` -> the
+  feature extractor's ``input_values`` of one clip (e.g. AST's ``(frames, mel)`` log-mel, or a raw waveform
+  padded / cropped to ``N`` samples); a tensor of the contract's ``feature_shape`` counts as already extracted.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import CheckpointError, InputError
+
+INSTALL_HINT = "the Hugging Face towers need transformers: pip install anybind[hf]"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
+                   "sentencepiece.bpe.model", "tokenizer.model")
+FEATURE_EXTRACTOR_FILES = ("preprocessor_config.json", "feature_extractor_config.json")
+
+_CACHE: dict[tuple[str, str], Any] = {}  # one tokenizer / feature extractor per folder and process
+_LOCK = threading.Lock()
+
+
+def require_transformers():
+    """The ``transformers`` module, or an ImportError that says how to install it."""
+    try:
+        import transformers
+    except ImportError as exc:
+        raise ImportError(INSTALL_HINT) from exc
+    return transformers
+
+
+def model_folder(path: str | Path, modality: str) -> Path:
+    """A local Hugging Face folder with a ``config.json``, resolved to an absolute path."""
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise CheckpointError(f"hf_{modality}: {folder} is not a folder (give a local Hugging Face model folder; "
+                              "anybind never downloads)")
+    if not (folder / "config.json").is_file():
+        raise CheckpointError(f"hf_{modality}: {folder / 'config.json'} is missing: not a Hugging Face model folder")
+    return folder.resolve()
+
+
+def _cached(kind: str, folder: Path, load):
+    key = (kind, str(folder))
+    with _LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = load()
+        return _CACHE[key]
+
+
+def load_tokenizer(path: str | Path):
+    """The folder's own tokenizer (``AutoTokenizer``, offline); a clear error when the folder has none."""
+    folder = Path(path)
+    if not any((folder / f).is_file() for f in TOKENIZER_FILES):
+        raise CheckpointError(f"hf_text: {folder} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); save the "
+                              "tokenizer beside the model (tokenizer.save_pretrained(folder))")
+    transformers = require_transformers()
+
+    def load():
+        try:
+            return transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        except Exception as exc:
+            raise CheckpointError(f"hf_text: the tokenizer in {folder} could not be loaded: "
+                                  f"{type(exc).__name__}: {exc}") from exc
+
+    return _cached("tokenizer", folder, load)
+
+
+def load_feature_extractor(path: str | Path):
+    """The folder's own feature extractor (``AutoFeatureExtractor``, offline); a clear error when it has none."""
+    folder = Path(path)
+    if not any((folder / f).is_file() for f in FEATURE_EXTRACTOR_FILES):
+        raise CheckpointError(f"hf_audio: {folder / FEATURE_EXTRACTOR_FILES[0]} is missing: the folder has no "
+                              "feature extractor (feature_extractor.save_pretrained(folder))")
+    transformers = require_transformers()
+
+    def load():
+        try:
+            return transformers.AutoFeatureExtractor.from_pretrained(str(folder), local_files_only=True)
+        except Exception as exc:
+            raise CheckpointError(f"hf_audio: the feature extractor in {folder} could not be loaded: "
+                                  f"{type(exc).__name__}: {exc}") from exc
+
+    return _cached("feature_extractor", folder, load)
+
+
+class HFTokenizerTransform:
+    """``str`` -> int64 ``(2, max_length)``: ids and attention mask from the model folder's own tokenizer.
+
+    Like sentence-transformers, surrounding white space is stripped (and the text lower-cased when the folder's
+    ``sentence_bert_config.json`` says ``do_lower_case``). An int64 ``(2, max_length)`` tensor passes unchanged.
+    """
+
+    def __init__(self, tokenizer: str, max_length: int, lowercase: bool = False):
+        self.folder, self.max_length, self.lowercase = str(tokenizer), int(max_length), bool(lowercase)
+
+    def __call__(self, raw: Any, source: str | None = None) -> torch.Tensor:
+        if isinstance(raw, torch.Tensor):
+            if raw.shape == (2, self.max_length) and not raw.is_floating_point():
+                return raw.long()
+            raise InputError(source, "text", f"expected a string or (2, {self.max_length}) token ids and mask, got "
+                                             f"a {raw.dtype} tensor of shape {tuple(raw.shape)}")
+        if not isinstance(raw, str):
+            raise InputError(source, "text", f"expected a string, got {type(raw).__name__}")
+        text = raw.strip()
+        if not text:
+            raise InputError(source, "text", "empty text")
+        enc = load_tokenizer(self.folder)(text.lower() if self.lowercase else text, padding="max_length",
+                                          truncation=True, max_length=self.max_length, return_tensors="pt")
+        return torch.stack([enc["input_ids"][0], enc["attention_mask"][0]]).long()
+
+    def __repr__(self) -> str:
+        return f"HFTokenizerTransform({self.folder!r}, max_length={self.max_length})"
+
+
+class HFFeatureTransform:
+    """``(waveform, sample_rate)`` or a waveform -> the folder's feature extractor ``input_values`` of one clip.
+
+    The waveform is checked and averaged to mono like :class:`anybind.data.transforms.LogMelTransform` does,
+    resampled to the extractor's rate, then handed to the extractor; with ``max_samples`` the waveform is padded
+    or cropped to that many samples first (raw-waveform models such as Wav2Vec2 need equal lengths in a batch).
+    """
+
+    def __init__(self, feature_extractor: str, sample_rate: int, max_samples: int | None = None,
+                 feature_shape: list[int] | None = None):
+        self.folder, self.sample_rate = str(feature_extractor), int(sample_rate)
+        self.max_samples = int(max_samples) if max_samples else None
+        self.feature_shape = tuple(feature_shape) if feature_shape else None
+
+    def __call__(self, raw: Any, source: str | None = None) -> torch.Tensor:
+        import torchaudio.functional as AF
+
+        from .transforms import LogMelTransform
+
+        if isinstance(raw, torch.Tensor) and self.feature_shape and tuple(raw.shape) == self.feature_shape:
+            return raw.float()  # already extracted features (the contract's feature_shape)
+        mono, sr = LogMelTransform(sample_rate=self.sample_rate).waveform(raw, source)
+        if sr != self.sample_rate:
+            mono = AF.resample(mono, sr, self.sample_rate)
+        if self.max_samples:
+            mono = torch.nn.functional.pad(mono, (0, max(0, self.max_samples - len(mono))))[: self.max_samples]
+        fe = load_feature_extractor(self.folder)
+        out = fe(mono.numpy(), sampling_rate=self.sample_rate, return_tensors="pt")
+        return out["input_values"][0].float()
+
+    def __repr__(self) -> str:
+        return f"HFFeatureTransform({self.folder!r}, sample_rate={self.sample_rate}, max_samples={self.max_samples})"
+
+
+def text_transform(contract: dict) -> HFTokenizerTransform:
+    return HFTokenizerTransform(contract["tokenizer"], contract["max_length"], contract.get("lowercase", False))
+
+
+def audio_transform(contract: dict) -> HFFeatureTransform:
+    return HFFeatureTransform(contract["feature_extractor"], contract["sample_rate"], contract.get("max_samples"),
+                              contract.get("feature_shape"))
