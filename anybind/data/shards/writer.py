@@ -104,8 +104,8 @@ def encode_sample(key: str, sample: SourceSample, *, check: bool = True) -> tupl
     for m, value in sample.items.items():
         spec = get_modality(m)
         try:
-            if spec.text_like and not spec.is_path(value):
-                members[f"{m}.txt"] = value.encode("utf-8")
+            if spec.text_like:  # stored as the text itself (a .txt file through its reader), as the manifest path sees it
+                members[f"{m}.txt"] = (spec.read(value) if spec.is_path(value) else value).encode("utf-8")
                 continue
             path = Path(value)
             if check:
