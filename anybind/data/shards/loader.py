@@ -64,7 +64,10 @@ def build_stream_data(cfg, model, pairs: Sequence, *, rank: int, world: int):
     # persistent workers would keep the epoch they started with: set_epoch must reach fresh workers every epoch
     loader = DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=pin, persistent_workers=False,
                         prefetch_factor=d.prefetch_factor if workers else None,
-                        worker_init_fn=worker_init if workers else None)
+                        worker_init_fn=worker_init if workers else None,
+                        # its own generator: starting workers must not draw from the global RNG (dropout's stream,
+                        # which a resumed run restores)
+                        generator=torch.Generator().manual_seed(cfg.trainer.seed))
     log.info("data: streaming %s (%d samples per epoch, weights %s), %d batches of %d per epoch per rank",
              ", ".join(f"{s.name}: {len(s.units)} units" for s in sources), stream.samples,
              [round(float(w), 3) for w in stream.weights], len(stream), d.batch_size)

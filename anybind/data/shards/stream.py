@@ -10,9 +10,10 @@ manifest path's shape (inputs, per-modality ``valid`` masks, ids, errors), so th
   stay in step. A slot whose units run out before its quota starts a fresh pass over them.
 * Seeds: the unit order comes from ``(seed, epoch, pass)``, each slot's buffer from ``(seed, epoch, rank,
   worker)``: an epoch is the same on every run with the same world size and workers.
-* Resume: ``set_epoch(epoch, start)`` skips the first ``start`` batches of the epoch without decoding them; the
-  remaining batches are exactly those the interrupted run had left (the first few may come in a rotated order
-  among workers, since the DataLoader restarts its round-robin at worker 0).
+* Resume: ``set_epoch(epoch, start)`` skips the first ``start`` batches of the epoch without decoding them (the
+  skipped samples are still read and shuffled, so the buffer's state matches); the remaining batches are exactly
+  those the interrupted run had left, in the same order, as long as the world size, ``num_workers``, batch size
+  and shard set are unchanged.
 * ``resampled=True``: units are drawn with replacement (an endless stream; ``len`` still defines an epoch).
 * Mixtures: several sources with weights; each sample is drawn from a source chosen by weight.
 """
@@ -154,6 +155,10 @@ class ShardStream(IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
         wid, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        # The DataLoader takes batches from its workers in turn, starting at worker 0. Batch j of an epoch belongs
+        # to virtual worker j % workers; resuming at batch `start`, DataLoader worker w plays virtual worker
+        # (w + start) % workers, so the batches come in exactly the uninterrupted order.
+        wid = (wid + self.start) % workers
         slot, slots = self.rank * workers + wid, self.world_size * workers
         total = len(self)
         quota = total // workers + (wid < total % workers)
