@@ -20,6 +20,7 @@ class ModalityConfig:
 
     encoder: str = MISSING
     kwargs: dict[str, Any] = field(default_factory=dict)
+    augment: dict[str, Any] = field(default_factory=dict)  # training augmentations (anybind/data/augment.py); off
 
 
 @dataclass

@@ -264,6 +264,11 @@ def build_data(cfg: DictConfig, model, pairs: list[PairSpec], manifest, *, rank:
                                    steps_per_epoch=d.steps_per_epoch, **common)
     else:
         raise ValueError(f"data.batching must be 'mixed' or 'pair', got {d.batching!r}")
+    augment = {m: OmegaConf.to_container(cfg.modality[m].augment) for m in used if cfg.modality[m].augment}
+    if augment:  # seeded per (epoch, sample): docs/shards.md, "Augmentations"
+        from ..data.augmented import augment_manifest_data
+
+        dataset, sampler = augment_manifest_data(dataset, sampler, augment, cfg.trainer.seed)
     workers = d.num_workers
     if d.preload:
         failed = dataset.preload(num_workers=workers, progress=cfg.trainer.progress and rank == 0)

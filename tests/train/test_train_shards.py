@@ -27,7 +27,8 @@ def shards(tmp_path_factory):
 def overrides(manifest, folder, *extra):
     return ["data=shards", f"data.shards={folder}", f"data.val_manifest={manifest}", "debug=smoke",
             "modality=[image,text,points]", "data.num_workers=2", "data.batch_size=4", "data.shuffle_buffer=8",
-            "trainer.tensorboard=false", "+modality.image.kwargs.drop_path=0.2", *extra]
+            "trainer.tensorboard=false", "+modality.image.kwargs.drop_path=0.2",
+            "+modality.points.augment.rotate=true", "+modality.image.augment.flip=0.5", *extra]
 
 
 def losses(run_dir):
@@ -69,3 +70,18 @@ def test_shards_config_errors_are_clear(shards, tmp_path):
     with pytest.raises(ValueError, match="ranks x workers"):
         run(compose_train_config(overrides(manifest, folder, "data.num_workers=5", "eval.enabled=false")),
             run_dir=tmp_path / "c")
+
+
+def test_manifest_run_with_augmentations_in_workers(shards, tmp_path):
+    manifest, _ = shards
+    cfg = compose_train_config([f"data.manifest={manifest}", "debug=smoke", "modality=[image,text,points]",
+                                "data.num_workers=2", "trainer.max_steps=2", "eval.enabled=false",
+                                "trainer.tensorboard=false", "+modality.points.augment.rotate=true",
+                                "+modality.image.augment.crop_scale=[0.5,1.0]"])
+    a = run(cfg, run_dir=tmp_path / "a")
+    b = run(cfg, run_dir=tmp_path / "b")
+    assert losses(a.run_dir) == losses(b.run_dir)  # seeded draws: the same run twice
+    plain = run(compose_train_config([f"data.manifest={manifest}", "debug=smoke", "modality=[image,text,points]",
+                                      "data.num_workers=2", "trainer.max_steps=2", "eval.enabled=false",
+                                      "trainer.tensorboard=false"]), run_dir=tmp_path / "c")
+    assert losses(plain.run_dir) != losses(a.run_dir)

@@ -57,7 +57,8 @@ def build_stream_data(cfg, model, pairs: Sequence, *, rank: int, world: int):
     stream = ShardStream(sources, {m: model.input_contract(m) for m in used}, [(p.a, p.b) for p in pairs],
                          d.batch_size, seed=cfg.trainer.seed, rank=rank, world_size=world,
                          shuffle_buffer=d.shuffle_buffer, resampled=d.resampled, epoch_samples=d.epoch_samples,
-                         skip_errors=d.skip_errors)
+                         skip_errors=d.skip_errors,
+                         augment={m: OmegaConf.to_container(cfg.modality[m].augment) for m in used if cfg.modality[m].augment})
     workers = d.num_workers
     stream.check_workers(workers)
     pin = d.pin_memory if d.pin_memory is not None else torch.cuda.is_available() and cfg.trainer.device != "cpu"

@@ -32,6 +32,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from ...errors import InputError
 from ...modality import get_modality
+from ..augment import make_augments, sample_generator
 from .sources import Source
 
 
@@ -73,7 +74,8 @@ class ShardStream(IterableDataset):
 
     def __init__(self, sources: Sequence[Source], contracts: Mapping[str, dict], pairs: Sequence[tuple[str, str]],
                  batch_size: int, *, seed: int = 0, rank: int = 0, world_size: int = 1, shuffle_buffer: int = 1000,
-                 resampled: bool = False, epoch_samples: int | None = None, skip_errors: bool = True):
+                 resampled: bool = False, epoch_samples: int | None = None, skip_errors: bool = True,
+                 augment: Mapping[str, Mapping] | None = None):
         if not sources:
             raise ValueError("no data source")
         if batch_size < 1:
@@ -91,7 +93,10 @@ class ShardStream(IterableDataset):
         if self.samples < batch_size * world_size:
             raise ValueError(f"the data holds {self.samples} samples, fewer than one global batch of "
                              f"{batch_size * world_size}; lower data.batch_size or add data")
+        self.augment = {m: dict(p) for m, p in (augment or {}).items() if p and m in self.modalities}
+        make_augments(self.augment, self.contracts)  # unknown keys fail now, not in a worker
         self.epoch = self.start = 0
+        self._augments: dict | None = None
         self._transforms: dict = {}
         self._tmp: str | None = None
 
@@ -114,7 +119,7 @@ class ShardStream(IterableDataset):
                                  f"data.resampled=true")
 
     def __getstate__(self):  # transforms are rebuilt in each worker rather than pickled
-        return {**self.__dict__, "_transforms": {}, "_tmp": None}
+        return {**self.__dict__, "_transforms": {}, "_tmp": None, "_augments": None}
 
     # -------------------------------------------------------------------------------------------- iteration
     def _passes(self, src: Source, slot: int, slots: int, errors: list) -> Iterator[dict]:
@@ -228,7 +233,12 @@ class ShardStream(IterableDataset):
         have = fields(raw)
         for m in self._usable(raw):
             try:
-                out["inputs"][m] = self.decode(raw, m, have[m])
+                x = self.decode(raw, m, have[m])
+                if m in self.augment:  # seeded per (epoch, sample): the same draws on every run and on resume
+                    if self._augments is None:
+                        self._augments = make_augments(self.augment, self.contracts)
+                    x = self._augments[m](x, sample_generator(self.seed, self.epoch, raw.get("__url__"), raw["__key__"], m))
+                out["inputs"][m] = x
             except Exception as exc:  # noqa: BLE001 - one bad sample never ends a run
                 if not self.skip_errors:
                     raise
