@@ -85,3 +85,18 @@ def test_manifest_run_with_augmentations_in_workers(shards, tmp_path):
                                       "data.num_workers=2", "trainer.max_steps=2", "eval.enabled=false",
                                       "trainer.tensorboard=false"]), run_dir=tmp_path / "c")
     assert losses(plain.run_dir) != losses(a.run_dir)
+
+
+def test_mixture_from_the_command_line(shards, tmp_path):
+    manifest, folder = shards
+    cfg = compose_train_config([
+        "data=shards", f"data.val_manifest={manifest}", "debug=smoke", "modality=[image,text]", "eval.enabled=false",
+        "trainer.max_steps=3", "trainer.tensorboard=false", "data.num_workers=2",
+        f"data.mixture=[{{name: sh, shards: '{folder}', weight: 3}}, {{name: loose, manifest: '{manifest}', split: train}}]"])
+    from anybind.train.recipe import build_run
+
+    s = build_run(cfg)
+    assert [src.name for src in s.sampler.sources] == ["sh", "loose"] and s.sampler.samples == 32
+    assert s.sampler.weights.tolist() == [0.75, 0.25]
+    result = run(cfg, run_dir=tmp_path / "mix")
+    assert result.metrics["step"] == 3

@@ -22,13 +22,12 @@ from ...errors import InputError
 from .writer import INDEX_NAME, SourceSample, samples_from_manifest
 
 ErrorSink = Callable[[str, str, str], None]  # (where, modality, message)
-MANIFEST_UNIT = 64  # manifest samples per unit: the granule split among workers
 
 
 @dataclass
 class Source:
     name: str
-    units: list[Any]  # shard URLs, or lists of manifest sample positions
+    units: list[Any]  # shard URLs, or manifest sample positions (each sample is its own unit)
     samples: int  # samples per pass over every unit (sets the epoch length)
     weight: float = 1.0
     manifest: list[SourceSample] | None = field(default=None, repr=False)
@@ -37,16 +36,15 @@ class Source:
         if self.manifest is None:
             yield from iter_tar(unit, on_error)
             return
-        for i in unit:
-            s = self.manifest[i]
-            raw = {"__key__": f"{i:09d}", "__url__": self.name,
-                   "json": json.dumps({"id": s.id, **s.meta}, default=str).encode()}
-            for m, value in s.items.items():
-                if _looks_like_path(m, value):
-                    raw[f"{m}.{_ext(value)}"] = Path(value)
-                else:  # the text itself
-                    raw[f"{m}.txt"] = value.encode("utf-8")
-            yield raw
+        i = int(unit)
+        s = self.manifest[i]
+        raw = {"__key__": f"{i:09d}", "__url__": self.name, "json": json.dumps({"id": s.id, **s.meta}, default=str).encode()}
+        for m, value in s.items.items():
+            if _looks_like_path(m, value):
+                raw[f"{m}.{_ext(value)}"] = Path(value)
+            else:  # the text itself
+                raw[f"{m}.txt"] = value.encode("utf-8")
+        yield raw
 
 
 def _looks_like_path(modality: str, value: str) -> bool:
@@ -93,8 +91,8 @@ def source_from_config(entry: Mapping[str, Any], *, default_name: str = "data") 
                              f"a mixture entry); a shard folder's shards.json has it")
         return Source(entry.get("name") or default_name, urls, int(entry["samples"]), weight)
     samples = samples_from_manifest(entry["manifest"], split=entry.get("split"))
-    units = [list(range(i, min(i + MANIFEST_UNIT, len(samples)))) for i in range(0, len(samples), MANIFEST_UNIT)]
-    return Source(entry.get("name") or Path(entry["manifest"]).stem, units, int(entry.get("samples") or len(samples)),
+    return Source(entry.get("name") or Path(entry["manifest"]).stem, list(range(len(samples))),
+                  int(entry.get("samples") or len(samples)),
                   weight, manifest=samples)
 
 

@@ -112,7 +112,7 @@ class ShardStream(IterableDataset):
         slots = self.world_size * max(1, num_workers)
         for s in self.sources:
             if len(s.units) < slots and not self.resampled:
-                kind = "shards" if s.manifest is None else f"manifest chunks of {len(s.units[0]) if s.units else 0}"
+                kind = "shards" if s.manifest is None else "manifest samples"
                 raise ValueError(f"data source {s.name!r} has {len(s.units)} {kind}, fewer than ranks x workers = "
                                  f"{self.world_size} x {max(1, num_workers)}: some would get no data. Write more, "
                                  f"smaller shards (anybind-shard max_count=...), lower data.num_workers, or set "
