@@ -40,3 +40,7 @@ def bench_main() -> None:
 
 def prepare_digits_main() -> None:
     _run("anybind.data.digits:main")
+
+
+def shard_main() -> None:
+    _run("anybind.data.shards.cli:main")

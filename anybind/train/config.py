@@ -41,6 +41,7 @@ class ModalityConfig:
     encoder: str = MISSING
     kwargs: dict[str, Any] = field(default_factory=dict)
     tune: TuneConfig = field(default_factory=TuneConfig)
+    augment: dict[str, Any] = field(default_factory=dict)  # training augmentations (anybind/data/augment.py); off
 
 
 @dataclass
@@ -56,7 +57,7 @@ class PairConfig:
 @dataclass
 class DataConfig:
     name: str = "data"  # names zero-shot results: "<name>/<modality>"
-    manifest: str = MISSING  # JSONL or CSV (ARCHITECTURE contract 4)
+    manifest: Optional[str] = MISSING  # JSONL or CSV (ARCHITECTURE contract 4); null with shards / mixture
     train_split: Optional[str] = "train"  # ignored when no sample declares a split
     val_manifest: Optional[str] = None  # evaluation data (default: manifest, split eval.split)
     batching: str = "mixed"  # mixed | pair (see anybind.data.sampling)
@@ -69,6 +70,14 @@ class DataConfig:
     preload: bool = False  # transform every sample once and keep the tensors in memory
     skip_errors: bool = True  # a bad sample is skipped, counted and reported, never fatal
     max_samples: Optional[int] = None
+    # streamed data (conf/data/shards.yaml, docs/shards.md): a folder written by anybind-shard, a WebDataset URL
+    # pattern ("a/{000000..000127}.tar", pipe: commands), or a mixture of corpora with weights
+    shards: Optional[str] = None
+    urls: Optional[str] = None
+    epoch_samples: Optional[int] = None  # samples per epoch (default: the shards' count; required with urls)
+    shuffle_buffer: int = 1000
+    resampled: bool = False  # draw shards with replacement (an endless stream; epochs are epoch_samples long)
+    mixture: list[Any] = field(default_factory=list)  # [{name, shards | urls | manifest, weight, samples}]
 
 
 @dataclass
@@ -98,6 +107,7 @@ class TrainerConfig:
     max_steps: int = 1000  # optimizer steps
     max_epochs: Optional[int] = None  # when set, max_steps = epochs * batches per epoch / grad_accum
     grad_accum: int = 1
+    accum_steps: int = 1  # cached-negative accumulation: loss and gradients of a batch this many times larger
     precision: str = "auto"  # auto | fp32 | bf16 | fp16 (auto: bf16 on CUDA when supported, fp32 on CPU)
     device: str = "auto"  # auto | cpu | cuda
     strategy: str = "ddp"  # ddp | fsdp (torchrun only)

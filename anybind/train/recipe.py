@@ -275,6 +275,11 @@ def build_data(cfg: DictConfig, model, pairs: list[PairSpec], manifest, *, rank:
                                    steps_per_epoch=d.steps_per_epoch, **common)
     else:
         raise ValueError(f"data.batching must be 'mixed' or 'pair', got {d.batching!r}")
+    augment = {m: OmegaConf.to_container(cfg.modality[m].augment) for m in used if cfg.modality[m].augment}
+    if augment:  # seeded per (epoch, sample): docs/shards.md, "Augmentations"
+        from ..data.augmented import augment_manifest_data
+
+        dataset, sampler = augment_manifest_data(dataset, sampler, augment, cfg.trainer.seed)
     workers = d.num_workers
     if d.preload:
         failed = dataset.preload(num_workers=workers, progress=cfg.trainer.progress and rank == 0)
@@ -333,6 +338,7 @@ class Setup:
 
 def build_run(cfg: Any, device: torch.device | str = "cpu") -> Setup:
     """Build model, data, loss, optimizer and schedule from ``cfg`` (used by :func:`run` and by config tests)."""
+    from ..data.shards.loader import build_stream_data, is_streamed
     from .optim import WarmupCosine, build_optimizer
     from .trainer import TrainModule, shard_towers
     from .tuning import apply_tuning, frozen_modalities, lr_scales, modality_tuning
@@ -350,7 +356,8 @@ def build_run(cfg: Any, device: torch.device | str = "cpu") -> Setup:
         raise ValueError(f"freeze={frozen} without init_from: the frozen towers would stay random. Give "
                          f"init_from=<checkpoint, step directory or run directory> (e.g. the anchor stage's run)")
     pairs = resolve_pairs(list(cfg.modality), cfg.anchor, OmegaConf.to_container(cfg.pairs, resolve=True), frozen)
-    manifest = load_train_manifest(cfg, pairs)  # before building towers: data problems fail fast
+    streamed = is_streamed(cfg.data) or cfg.data.manifest is None  # data=shards (docs/shards.md)
+    manifest = None if streamed else load_train_manifest(cfg, pairs)  # before building towers: data problems fail fast
     seed_everything(t.seed)  # identical initial weights on every rank
     model = build_model(cfg)
     prior_pairs: list[list[str]] = []
@@ -366,7 +373,8 @@ def build_run(cfg: Any, device: torch.device | str = "cpu") -> Setup:
     tuning = modality_tuning(cfg)
     apply_tuning(model, tuning)  # last_n / lora; frozen towers are the train module's
     seed_everything(t.seed + rank)  # distinct dropout / drop-path streams per rank
-    dataset, sampler, loader = build_data(cfg, model, pairs, manifest, rank=rank, world=world)
+    dataset, sampler, loader = (build_stream_data(cfg, model, pairs, rank=rank, world=world) if streamed
+                                else build_data(cfg, model, pairs, manifest, rank=rank, world=world))
     module = TrainModule(model, build_loss(cfg, pairs), frozen).to(device)
     if t.grad_checkpointing:
         model.set_grad_checkpointing(True)
@@ -381,7 +389,7 @@ def build_run(cfg: Any, device: torch.device | str = "cpu") -> Setup:
                                 fused=device.type in ("cuda", "cpu"), lr_scales=lr_scales(tuning))
     max_steps = t.max_steps
     if t.max_epochs:
-        max_steps = math.ceil(t.max_epochs * len(sampler) / max(1, t.grad_accum))
+        max_steps = math.ceil(t.max_epochs * len(sampler) / max(1, t.grad_accum * t.accum_steps))
     scheduler = WarmupCosine(optimizer, total_steps=max_steps, warmup_steps=o.warmup_steps, min_ratio=o.min_lr_ratio,
                              schedule=o.schedule)
     this = {frozenset((p.a, p.b)) for p in pairs}
@@ -420,7 +428,7 @@ def _run(cfg: DictConfig, device: torch.device, run_dir: str | Path | None) -> R
 
         trainer = Trainer(
             module=s.module, optimizer=s.optimizer, scheduler=s.scheduler, loader=s.loader, sampler=s.sampler,
-            device=device, run_dir=run_dir, max_steps=s.max_steps, grad_accum=t.grad_accum,
+            device=device, run_dir=run_dir, max_steps=s.max_steps, grad_accum=t.grad_accum, accum_steps=t.accum_steps,
             autocast_dtype=autocast_dtype, use_scaler=use_scaler, clip_grad_norm=cfg.optim.clip_grad_norm,
             strategy=t.strategy, log_every=t.log_every, eval_every=t.eval_every, ckpt_every=t.ckpt_every,
             keep_last=t.keep_last, progress=t.progress, tensorboard=t.tensorboard, csv_log=t.csv, heatmap=e.heatmap,

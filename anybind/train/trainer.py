@@ -103,6 +103,7 @@ class Trainer:
         run_dir: str | Path,
         max_steps: int,
         grad_accum: int = 1,
+        accum_steps: int = 1,
         autocast_dtype: torch.dtype | None = None,
         use_scaler: bool = False,
         clip_grad_norm: float | None = 1.0,
@@ -124,6 +125,7 @@ class Trainer:
         self.loader, self.sampler, self.device = loader, sampler, device
         self.run_dir = Path(run_dir)
         self.max_steps, self.grad_accum = int(max_steps), max(1, int(grad_accum))
+        self.accum_steps = max(1, int(accum_steps))  # cached-negative accumulation (anybind/train/accum.py)
         self.autocast_dtype, self.clip = autocast_dtype, clip_grad_norm
         self.scaler = torch.amp.GradScaler(device.type) if use_scaler else None
         self.log_every, self.eval_every, self.ckpt_every = max(1, log_every), eval_every, ckpt_every
@@ -302,10 +304,11 @@ class Trainer:
         return now
 
     def _train_step(self, batches: Iterator[dict]) -> dict[str, torch.Tensor]:
-        sums: dict[str, torch.Tensor] = {}
-        rows = 0
+        from .accum import cached_forward_backward
+
+        sums, rows = cached_forward_backward(self, batches) if self.accum_steps > 1 else ({}, 0)
         mark = self._lap(None, None)
-        for micro in range(self.grad_accum):
+        for micro in range(self.grad_accum if self.accum_steps == 1 else 0):  # accum_steps > 1: done just above
             batch = next(batches)
             self._record_errors(batch)
             inputs = {m: x.to(self.device, non_blocking=True) for m, x in batch["inputs"].items()}

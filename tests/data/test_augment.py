@@ -1,0 +1,106 @@
+"""Training augmentations: off by default, each op does what it says, seeded draws, manifest and shard paths."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import anybind
+from anybind.data.augment import make_augment, sample_generator
+from anybind.data.augmented import augment_manifest_data
+from anybind.data.dataset import ManifestDataset
+from anybind.data.manifest import load_manifest
+from anybind.data.sampling import MixedBatchSampler
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
+from tinydata import make_tiny_dataset  # noqa: E402
+
+
+def g(seed=0):
+    return sample_generator(seed)
+
+
+def test_nothing_configured_means_no_augmentation():
+    from anybind.train.recipe import compose_train_config
+
+    assert make_augment("image", {}) is None and make_augment("audio", None) is None
+    cfg = compose_train_config(["data.manifest=x.jsonl"])
+    assert all(not cfg.modality[m].augment for m in cfg.modality)
+    with pytest.raises(ValueError, match="unknown keys \\['gian_db'\\]"):
+        make_augment("audio", {"gian_db": 3})
+    with pytest.raises(ValueError, match="no augmentations exist for 'text'"):
+        make_augment("text", {"flip": 0.5})
+
+
+def test_image_flip_and_crop():
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)  # also a (frames, C, H, W) video
+    assert torch.equal(make_augment("image", {"flip": 1.0})(x, g()), x.flip(-1))
+    crop = make_augment("image", {"crop_scale": [0.25, 0.5]})
+    y = crop(x, g())
+    assert y.shape == x.shape and not torch.equal(y, x)
+    assert torch.equal(y, crop(x, g())) and not torch.equal(y, crop(x, g(1)))  # seeded
+
+
+def test_audio_gain_shift_and_masks():
+    x = torch.randn(3, 1, 16, 40)
+    std = 9.138
+    y = make_augment("audio", {"gain_db": 6}, {"std": std})(x, g())
+    offset = (y - x).unique()
+    assert torch.allclose(y - x, (y - x)[0, 0, 0, 0].expand_as(x), atol=1e-6)
+    assert 0 < abs(float(offset[0])) <= 6 * math.log(10) / 10 / std + 1e-6
+    m = make_augment("audio", {"freq_masks": 2, "freq_width": 4, "time_masks": 2, "time_width": 6})(x, g(3))
+    assert (m == 0).any() and m.shape == x.shape
+    s = make_augment("audio", {"time_shift": 0.25})(x, g(4))
+    assert any(torch.equal(s, x.roll(k, -1)) for k in range(-10, 11))
+
+
+def test_points_rotate_scale_jitter_dropout():
+    x = torch.randn(64, 6)
+    r = make_augment("points", {"rotate": True})(x, g())
+    assert torch.allclose(r[:, 1], x[:, 1]) and torch.allclose(r[:, :3].norm(dim=1), x[:, :3].norm(dim=1), atol=1e-5)
+    assert torch.equal(r[:, 3:], x[:, 3:]) and not torch.allclose(r, x)
+    d = make_augment("points", {"dropout": 0.5})(x, g(2))
+    assert d.shape == x.shape and (d == x[0]).all(dim=1).sum() > 1
+    j = make_augment("points", {"jitter": 0.01, "scale": [0.8, 1.25]})(x, g())
+    assert 0 < (j[:, :3] - x[:, :3]).abs().max() < 1.0
+
+
+def test_manifest_path_seeded_by_epoch_and_sample(tmp_path):
+    manifest = make_tiny_dataset(tmp_path, n=8, modalities=("image", "points"))
+    model = anybind.create_model({"image": "image_vit_test", "points": "points_transformer_test"})
+    ds = ManifestDataset(load_manifest(manifest), {m: model.input_contract(m) for m in ("image", "points")})
+    sampler = MixedBatchSampler([("image", "points")] * 8, ("image", "points"), 4)
+    aug, tagged = augment_manifest_data(ds, sampler, {"image": {"flip": 0.5, "crop_scale": [0.5, 1]},
+                                                     "points": {"rotate": True}}, seed=0)
+    items = next(iter(tagged))
+    assert len(items[0]) == 4 and items[0][3] == 0 and len(tagged) == 2
+    a, b = aug[items[0]], aug[items[0]]
+    plain = ds[items[0][:3]]
+    assert torch.equal(a["inputs"]["points"], b["inputs"]["points"])  # same epoch and sample: same draws
+    assert not torch.equal(a["inputs"]["points"], plain["inputs"]["points"])
+    later = aug[(*items[0][:3], 1)]
+    assert not torch.equal(later["inputs"]["points"], a["inputs"]["points"])  # a new epoch draws anew
+    assert torch.equal(aug[items[0][:3]]["inputs"]["image"], plain["inputs"]["image"])  # untagged: no augmentation
+
+
+def test_shard_stream_augments_deterministically(tmp_path):
+    from anybind.data.shards import write_shards
+    from anybind.data.shards.sources import source_from_config
+    from anybind.data.shards.stream import ShardStream
+
+    manifest = make_tiny_dataset(tmp_path / "raw", n=4, modalities=("image", "points"))
+    write_shards(manifest, tmp_path / "s", progress=False)
+    model = anybind.create_model({"image": "image_vit_test", "points": "points_transformer_test"})
+    contracts = {m: model.input_contract(m) for m in ("image", "points")}
+
+    def first(augment):
+        s = ShardStream([source_from_config({"shards": str(tmp_path / "s")})], contracts, [("image", "points")], 4,
+                        shuffle_buffer=0, augment=augment)
+        return next(iter(s))["inputs"]["points"]
+
+    aug = {"points": {"rotate": True, "jitter": 0.01}}
+    assert torch.equal(first(aug), first(aug)) and not torch.equal(first(aug), first(None))
