@@ -123,6 +123,8 @@ def clip_windows(duration: float, clip_duration: float, clips: int) -> list[tupl
 def _as_waveform(raw: Any, default_rate: int) -> tuple[torch.Tensor, int]:
     if isinstance(raw, (str, Path)):
         raw = read_audio_file(raw)
+    elif hasattr(raw, "read_all"):  # a lazy audio file from the registered reader: ImageBind decodes it whole
+        raw = raw.read_all()
     if isinstance(raw, tuple):
         wav, sr = raw
     else:
