@@ -48,6 +48,7 @@ class DataConfig:
     preload: bool = False  # transform every sample once and keep the tensors in memory
     skip_errors: bool = True  # a bad sample is skipped, counted and reported, never fatal
     max_samples: Optional[int] = None
+    root_only: bool = False  # refuse manifest paths that leave the manifest's folder (.., absolute, symlinks)
 
 
 @dataclass
