@@ -36,3 +36,7 @@ class RegistryError(AnybindError, KeyError):
 
 class CheckpointError(AnybindError, RuntimeError):
     """A checkpoint or index file is missing, damaged or does not match the model."""
+
+
+class ContractError(AnybindError, ValueError):
+    """An input contract a transform factory cannot use: a missing or unknown key, or a value of the wrong kind."""

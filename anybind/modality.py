@@ -186,7 +186,7 @@ register_modality(
     extensions=(".txt",), default_encoder="text_transformer_tiny", description="strings or UTF-8 .txt files",
 )
 register_modality(
-    "audio", reader=_R + "read_audio", transform=_T + "audio_transform", _builtin=True,
+    "audio", reader=_R + "open_audio", transform=_T + "audio_transform", _builtin=True,
     extensions=(".wav", ".flac", ".ogg", ".mp3"), default_encoder="audio_vit_tiny",
     description="waveforms -> log-mel clips",
 )

@@ -201,3 +201,21 @@ def truncate(path: Path, keep: float | int = 0.5) -> Path:
     n = keep if isinstance(keep, int) else int(len(data) * keep)
     path.write_bytes(data[:n])
     return path
+
+
+# Complete input contracts with the built-in encoders' reference values (transform factories read contracts strictly).
+REFERENCE_CONTRACTS = {
+    "image": {"image_size": 224, "mean": [0.48145466, 0.4578275, 0.40821073],
+              "std": [0.26862954, 0.26130258, 0.27577711], "interpolation": "bicubic"},
+    "text": {"context_length": 77, "tokenizer": "clip_bpe"},
+    "audio": {"sample_rate": 16000, "num_mel_bins": 128, "target_length": 204, "clip_duration": 2.0, "clips": 3,
+              "mean": -4.268, "std": 9.138},
+    "video": {"image_size": 224, "mean": [0.48145466, 0.4578275, 0.40821073],
+              "std": [0.26862954, 0.26130258, 0.27577711], "frames": 2, "clips": 5, "clip_duration": 2.0},
+    "points": {"num_points": 1024, "channels": 3, "min_points": 16},
+}
+
+
+def contract(modality: str, **overrides) -> dict:
+    """The reference contract of ``modality`` with ``overrides`` applied."""
+    return {**REFERENCE_CONTRACTS[modality], **overrides}

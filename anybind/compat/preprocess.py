@@ -2,8 +2,8 @@
 match bit for bit (text ids exactly, images exactly, audio to float rounding).
 
 These are transform factories with the signature of :mod:`anybind.modality`'s (``factory(contract) -> fn(raw)``);
-an encoder selects them with ``input_contract["compat"] == "imagebind"``. Each returned function also accepts a
-file path, decoding it the way ImageBind does (PIL ``convert("RGB")``; audio as int16/32768 floats via soundfile).
+an encoder selects them with ``input_contract["compat"] == "imagebind"``. Like every transform they take decoded
+data only; :mod:`anybind.compat.loading` decodes files the way ImageBind does and batches paths through them.
 
 Behaviours kept on purpose for parity (documented in docs/imagebind.md):
 
@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
-from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -43,8 +42,6 @@ def text_transform(contract: dict) -> Callable[[Any], torch.Tensor]:
     tokenizer = open_clip.get_tokenizer("ViT-B-32", context_length=context_length)
 
     def fn(raw: Any) -> torch.Tensor:
-        if isinstance(raw, Path):
-            raw = read_text_file(raw)
         if not isinstance(raw, str):
             raise InputError(None, "text", f"expected a string, found {type(raw).__name__}")
         return tokenizer([raw])[0].to(torch.int64)
@@ -52,18 +49,7 @@ def text_transform(contract: dict) -> Callable[[Any], torch.Tensor]:
     return fn
 
 
-def read_text_file(path: str | Path) -> str:
-    return Path(path).read_text(encoding="utf-8")
-
-
 # ------------------------------------------------------------------------------------------------ image
-def read_image_file(path: str | Path):
-    from PIL import Image
-
-    with Image.open(path) as img:
-        return img.convert("RGB")
-
-
 def image_transform(contract: dict) -> Callable[[Any], torch.Tensor]:
     """PIL image / path / uint8 (3,H,W) / float (3,H,W) in [0,1] -> float32 (3, S, S).
 
@@ -82,8 +68,6 @@ def image_transform(contract: dict) -> Callable[[Any], torch.Tensor]:
                               T.ToTensor(), T.Normalize(mean=mean, std=std)])
 
     def fn(raw: Any) -> torch.Tensor:
-        if isinstance(raw, (str, Path)):
-            raw = read_image_file(raw)
         if isinstance(raw, torch.Tensor):
             if raw.ndim != 3 or raw.shape[0] != 3:
                 raise InputError(None, "image", f"expected a (3, H, W) tensor, found shape {tuple(raw.shape)}")
@@ -102,14 +86,6 @@ def image_transform(contract: dict) -> Callable[[Any], torch.Tensor]:
 
 
 # ------------------------------------------------------------------------------------------------ audio
-def read_audio_file(path: str | Path) -> tuple[torch.Tensor, int]:
-    """(float32 (channels, T) with int16 files as int16/32768, sample rate), decoded with soundfile."""
-    import soundfile as sf
-
-    data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    return torch.from_numpy(np.ascontiguousarray(data.T)), int(sr)
-
-
 def clip_windows(duration: float, clip_duration: float, clips: int) -> list[tuple[Fraction, Fraction]]:
     """``clips`` windows of ``clip_duration`` seconds with evenly spaced starts from 0 to ``duration - clip``
     (exact rational arithmetic, as ImageBind's clip sampler). A shorter file gives windows starting at 0."""
@@ -121,8 +97,8 @@ def clip_windows(duration: float, clip_duration: float, clips: int) -> list[tupl
 
 
 def _as_waveform(raw: Any, default_rate: int) -> tuple[torch.Tensor, int]:
-    if isinstance(raw, (str, Path)):
-        raw = read_audio_file(raw)
+    if hasattr(raw, "read_all"):  # a lazy audio file from the registered reader: ImageBind decodes it whole
+        raw = raw.read_all()
     if isinstance(raw, tuple):
         wav, sr = raw
     else:
@@ -181,20 +157,6 @@ def audio_transform(contract: dict) -> Callable[[Any], torch.Tensor]:
 
 
 # ------------------------------------------------------------------------------------------------ video
-class _DecordSource:
-    """Minimal lazy video source over decord (used when a path reaches the transform directly)."""
-
-    def __init__(self, path: str | Path):
-        import decord
-
-        self._vr = decord.VideoReader(str(path), num_threads=1)
-        self.num_frames = len(self._vr)
-        self.fps = float(self._vr.get_avg_fps())
-
-    def get_frames(self, indices: Sequence[int]) -> torch.Tensor:
-        return torch.from_numpy(self._vr.get_batch(list(indices)).asnumpy())
-
-
 def clip_frame_indices(num_frames: int, fps: float, clips: int, clip_duration: float, frames: int) -> list[list[int]]:
     """Frame indices kept per clip: the frames whose time ``i / fps`` lies in ``[start, end)`` of each clip window,
     subsampled to ``frames`` uniformly spaced ones (first and last for 2)."""
@@ -250,8 +212,6 @@ def video_transform(contract: dict) -> Callable[[Any], torch.Tensor]:
     crops = int(contract.get("spatial_crops", 3))
 
     def fn(raw: Any) -> torch.Tensor:
-        if isinstance(raw, (str, Path)):
-            raw = _DecordSource(raw)
         if isinstance(raw, tuple):
             raw, fps = raw
         else:
@@ -305,14 +265,3 @@ def _tensor_transform(modality: str, shape_of: Callable[[dict], tuple[int, ...]]
 depth_transform = _tensor_transform("depth", lambda c: (c.get("channels", 1), c["image_size"], c["image_size"]))
 thermal_transform = _tensor_transform("thermal", lambda c: (c.get("channels", 1), c["image_size"], c["image_size"]))
 imu_transform = _tensor_transform("imu", lambda c: (c["channels"], c["length"]))
-
-
-# ------------------------------------------------------------------------------------------------ helpers
-def load_and_transform(modality: str, items: Sequence[Any], contract: dict | None = None) -> torch.Tensor:
-    """Batch helper: ImageBind-preprocess ``items`` (paths or raw data) of one modality with default contracts."""
-    factories = {"text": text_transform, "image": image_transform, "vision": image_transform,
-                 "audio": audio_transform, "video": video_transform}
-    if modality not in factories:
-        raise ValueError(f"no ImageBind preprocessing for modality {modality!r}; known: {sorted(factories)}")
-    fn = factories[modality](dict(contract or {}))
-    return torch.stack([fn(Path(i) if isinstance(i, str) and modality != "text" else i) for i in items])

@@ -69,12 +69,7 @@ class ManifestDataset(Dataset):
             raise InputError(f"sample {sample.id!r}", modality, "the manifest gives no value for this modality")
         spec = get_modality(modality)
         raw, source = spec.load(sample.items[modality])
-        try:
-            return self.transform(modality)(raw)
-        except InputError:
-            raise
-        except Exception as exc:
-            raise InputError(source, modality, f"transform failed ({type(exc).__name__}: {exc})") from exc
+        return apply_transform(self.transform(modality), raw, source, modality)
 
     def available(self, index: int) -> tuple[str, ...]:
         return tuple(m for m in self.manifest[index].items if m in self.contracts)
@@ -154,6 +149,19 @@ class ManifestDataset(Dataset):
                     cache[(i, m)] = x
         self._cache = cache
         return failed
+
+
+def apply_transform(fn: Callable[[Any], torch.Tensor], raw: Any, source: str, modality: str) -> torch.Tensor:
+    """``fn(raw)``; any failure becomes an :class:`InputError` naming ``source`` (the file, or a description of
+    in-memory input): transforms see decoded data only, so their own errors cannot name the file."""
+    try:
+        return fn(raw)
+    except InputError as err:
+        if err.source.startswith("<") and err.source != source:
+            raise InputError(source, modality, err.problem) from err
+        raise
+    except Exception as exc:  # noqa: BLE001 - a plugin transform's own error, wrapped so the file is named
+        raise InputError(source, modality, f"transform failed ({type(exc).__name__}: {exc})") from exc
 
 
 def worker_init(worker_id: int) -> None:

@@ -107,15 +107,37 @@ def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, str) and value.strip() == "")
 
 
-def _resolve_item(root: Path, modality: str, value: Any, where: str) -> str:
+def _resolve_item(root: Path, modality: str, value: Any, where: str, root_only: bool = False) -> str:
     if not isinstance(value, str):
         raise InputError(where, modality, f"expected a string (a path, or the text itself), found {type(value).__name__}")
     if get_modality(modality).text_like:
         if value.lower().endswith(".txt") and "\n" not in value and (root / value).is_file():
+            if root_only:
+                check_inside(root, value, modality=modality, where=where)
             return str((root / value).resolve())
         return value
+    if root_only:
+        check_inside(root, value, modality=modality, where=where)
+        return str(root / value)
     p = Path(value).expanduser()
     return str(p if p.is_absolute() else (root / p))
+
+
+def check_inside(root: Path, value: str, *, modality: str, where: str | Path) -> None:
+    """``root_only``: ``value`` must be a relative path that stays inside ``root``, symlinks followed; else an
+    :class:`InputError` naming ``where`` (a manifest line, or the file)."""
+    p = Path(value)
+    if p.is_absolute() or value.startswith("~") or p.drive:
+        raise InputError(where, modality, f"path {value!r} is absolute; with root_only every path must be relative "
+                                          f"to the manifest's folder {root}")
+    if ".." in p.parts:
+        raise InputError(where, modality, f"path {value!r} climbs out with '..'; with root_only every path must stay "
+                                          f"inside the manifest's folder {root}")
+    real_root = root.resolve()
+    target = (root / p).resolve()  # follows every symlink on the way
+    if target != real_root and real_root not in target.parents:
+        raise InputError(where, modality, f"path {value!r} leads through a symlink to {target}, outside the "
+                                          f"manifest's folder {real_root} (root_only)")
 
 
 def _rows(path: Path) -> Iterable[tuple[int, dict]]:
@@ -137,11 +159,14 @@ def _rows(path: Path) -> Iterable[tuple[int, dict]]:
             yield lineno, dict(row)
 
 
-def load_manifest(path: str | Path, *, split: str | None = None, modalities: Sequence[str] | None = None) -> Manifest:
+def load_manifest(path: str | Path, *, split: str | None = None, modalities: Sequence[str] | None = None,
+                  root_only: bool = False) -> Manifest:
     """Read a ``.jsonl`` / ``.json`` (one object per line) or ``.csv`` manifest.
 
     ``split`` keeps one split (see :meth:`Manifest.select`); ``modalities`` drops every other modality key (and
-    samples left with none).
+    samples left with none). ``root_only=True`` (for services that embed files named by others) refuses any path
+    that is absolute, climbs out with ``..`` or leads through a symlink outside the manifest's folder; the error
+    names the manifest line.
     """
     path = Path(path).expanduser().resolve()
     if not path.is_file():
@@ -158,7 +183,7 @@ def load_manifest(path: str | Path, *, split: str | None = None, modalities: Seq
                 continue
             if key in known:
                 if not _is_missing(value) and (modalities is None or key in modalities):
-                    items[key] = _resolve_item(root, key, value, where)
+                    items[key] = _resolve_item(root, key, value, where, root_only)
             else:
                 extra[key] = value
         if modalities is not None and not items:

@@ -43,7 +43,8 @@ def run_embed(cfg) -> dict:
     summary = embed_to_store(model, c["input"], c["out"], modality=c.get("as_modality") or c.get("modality"), modalities=c.get("modalities"),
                              split=c.get("split"), shard_size=c.get("shard_size", 4096), batch_size=c.get("batch_size", 64),
                              num_workers=c.get("num_workers", 0), dtype=c.get("dtype", "float32"),
-                             overwrite=c.get("overwrite", False), progress=c.get("progress", True), checkpoint=m.get("checkpoint"))
+                             overwrite=c.get("overwrite", False), progress=c.get("progress", True), checkpoint=m.get("checkpoint"),
+                             root_only=c.get("root_only", False))
     print(summary.describe())
     result = {"store": str(summary.store.path), "vectors": len(summary.store), "failed": len(summary.store.errors)}
     ix = c.get("index") or {}

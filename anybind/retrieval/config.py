@@ -38,6 +38,7 @@ class EmbedConfig:
     as_modality: Optional[str] = None
     modalities: Optional[list[str]] = None  # keep only these
     split: Optional[str] = None
+    root_only: bool = False  # refuse paths that escape the manifest's / folder's own folder (.., absolute, symlinks)
     shard_size: int = 4096
     batch_size: int = 64
     num_workers: int = 2

@@ -61,11 +61,12 @@ class EmbedSummary:
         return "\n".join(lines)
 
 
-def items_from_folder(folder: str | Path, modality: str | None = None, *, recursive: bool = True) -> tuple[list[dict], dict]:
+def items_from_folder(folder: str | Path, modality: str | None = None, *, recursive: bool = True,
+                      root_only: bool = False) -> tuple[list[dict], dict]:
     """Every file under ``folder`` as an item; the modality comes from the extension unless given.
 
     Returns ``(items, ignored)``: files no modality claims are counted in ``ignored`` rather than failing.
-    The id of an item is its path relative to ``folder``.
+    The id of an item is its path relative to ``folder``. ``root_only`` refuses a symlink leading outside it.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -73,6 +74,10 @@ def items_from_folder(folder: str | Path, modality: str | None = None, *, recurs
     files = sorted(p for p in (folder.rglob("*") if recursive else folder.iterdir()) if p.is_file() and not p.name.startswith("."))
     items, unknown = [], 0
     for p in files:
+        if root_only:
+            from ..data.manifest import check_inside
+
+            check_inside(folder, p.relative_to(folder).as_posix(), modality=modality or "input", where=p)
         if modality is not None:
             m = modality
             if get_modality(m).extensions and p.suffix.lower() not in get_modality(m).extensions:
@@ -88,7 +93,8 @@ def items_from_folder(folder: str | Path, modality: str | None = None, *, recurs
     return items, ({"files with no known modality": unknown} if unknown else {})
 
 
-def items_from_manifest(path: str | Path, *, modalities: Iterable[str] | None = None, split: str | None = None) -> list[dict]:
+def items_from_manifest(path: str | Path, *, modalities: Iterable[str] | None = None, split: str | None = None,
+                        root_only: bool = False) -> list[dict]:
     """One item per (sample, modality) of a manifest (ARCHITECTURE contract 4), read by :mod:`anybind.data.manifest`.
 
     Row metadata keeps the sample's ``id``, ``label``, ``split`` and its other keys (under ``extra``), so that
@@ -96,7 +102,8 @@ def items_from_manifest(path: str | Path, *, modalities: Iterable[str] | None = 
     """
     from ..data.manifest import load_manifest
 
-    manifest = load_manifest(path, split=split, modalities=None if modalities is None else list(modalities))
+    manifest = load_manifest(path, split=split, modalities=None if modalities is None else list(modalities),
+                             root_only=root_only)
     items = []
     for sample in manifest:
         extra = {k: v for k, v in (("label", sample.label), ("split", sample.split)) if v is not None}
@@ -155,13 +162,13 @@ def model_info(model, checkpoint: str | Path | None = None) -> dict:
     return info
 
 
-def _resolve_items(source, modality, modalities, split) -> tuple[list[dict], dict]:
+def _resolve_items(source, modality, modalities, split, root_only=False) -> tuple[list[dict], dict]:
     if isinstance(source, (str, Path)):
         p = Path(source)
         if p.is_dir():
-            items, ignored = items_from_folder(p, modality)
+            items, ignored = items_from_folder(p, modality, root_only=root_only)
         elif p.suffix.lower() in MANIFEST_SUFFIXES:
-            items, ignored = items_from_manifest(p, modalities=modalities, split=split), {}
+            items, ignored = items_from_manifest(p, modalities=modalities, split=split, root_only=root_only), {}
         else:
             raise ValueError(f"{p} is neither a folder nor a manifest ({', '.join(MANIFEST_SUFFIXES)})")
     else:
@@ -185,15 +192,17 @@ def embed_to_store(
     overwrite: bool = False,
     progress: bool = True,
     checkpoint: str | Path | None = None,
+    root_only: bool = False,
 ) -> EmbedSummary:
     """Embed ``source`` (a manifest file, a folder, or a list of items) into a store at ``out_dir``; resumable.
 
     An item is a path or a dict ``{"source": path|text|tensor, "modality"?, "id"?, ...extra}``; extra keys are
     kept in the row metadata. ``modality`` forces the modality of a folder's files / plain items (default: from
-    the extension). Items of modalities the model has no tower for are ignored and counted.
+    the extension). Items of modalities the model has no tower for are ignored and counted. ``root_only``
+    refuses manifest paths (or folder symlinks) that lead outside the manifest's (or folder's) own folder.
     """
     t0 = time.perf_counter()
-    items, ignored = _resolve_items(source, modality, modalities, split)
+    items, ignored = _resolve_items(source, modality, modalities, split, root_only)
     if modalities is not None:
         wanted = set(modalities)
         dropped = sum(it["modality"] not in wanted for it in items)

@@ -78,6 +78,7 @@ class DataConfig:
     shuffle_buffer: int = 1000
     resampled: bool = False  # draw shards with replacement (an endless stream; epochs are epoch_samples long)
     mixture: list[Any] = field(default_factory=list)  # [{name, shards | urls | manifest, weight, samples}]
+    root_only: bool = False  # refuse manifest paths that leave the manifest's folder (.., absolute, symlinks)
 
 
 @dataclass

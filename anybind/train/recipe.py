@@ -243,7 +243,7 @@ def load_train_manifest(cfg: DictConfig, pairs: list[PairSpec]):
     from ..data.manifest import load_manifest
 
     d = cfg.data
-    manifest = load_manifest(d.manifest).select(d.train_split, limit=d.max_samples)
+    manifest = load_manifest(d.manifest, root_only=d.root_only).select(d.train_split, limit=d.max_samples)
     empty = [p.name for p in pairs if not manifest.indices_with(p.a, p.b)]
     if empty:
         raise ValueError(f"{d.manifest}: no sample has both modalities of {empty} (samples per modality: "

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import anybind
+from anybind.compat import loading as D
 from anybind.compat import preprocess as P
 from imagebind_fixture import load_pt
 
@@ -45,13 +46,13 @@ def test_image_is_bit_exact_through_the_reader(tiny_model, fixture_dir, expected
     image = anybind.get_modality("image").read(fixture_dir / "raw_image.png")
     x = transform(tiny_model, "image")(image)
     assert torch.equal(x.unsqueeze(0), expected["vision"])
-    assert torch.equal(P.load_and_transform("image", [str(fixture_dir / "raw_image.png")]), expected["vision"])
+    assert torch.equal(D.load_and_transform("image", [str(fixture_dir / "raw_image.png")]), expected["vision"])
 
 
 def test_uint8_tensor_images_match_the_same_pixels_from_a_file(tiny_model, fixture_dir):
     from torchvision.transforms.functional import pil_to_tensor
 
-    image = P.read_image_file(fixture_dir / "raw_image.png")
+    image = D.read_image_file(fixture_dir / "raw_image.png")
     fn = transform(tiny_model, "image")
     assert torch.equal(fn(pil_to_tensor(image)), fn(image))
     as_float = fn(pil_to_tensor(image).float() / 255)  # torch resize: close, not bit-exact
@@ -65,7 +66,7 @@ def test_audio_matches_through_the_reader(tiny_model, fixture_dir, expected):
     x = transform(tiny_model, "audio")(raw)
     assert x.shape == (3, 1, 128, 204) and x.dtype == torch.float32
     torch.testing.assert_close(x.unsqueeze(0), expected["audio"], rtol=0, atol=1e-3)
-    torch.testing.assert_close(P.load_and_transform("audio", [str(fixture_dir / "raw_audio.wav")]), expected["audio"],
+    torch.testing.assert_close(D.load_and_transform("audio", [str(fixture_dir / "raw_audio.wav")]), expected["audio"],
                                rtol=0, atol=1e-3)
     pad = x[:, :, :, 198:]  # a 2 s clip has 198 frames; zero padding is normalized too
     torch.testing.assert_close(pad, torch.full_like(pad, 4.268 / 9.138))
@@ -73,7 +74,7 @@ def test_audio_matches_through_the_reader(tiny_model, fixture_dir, expected):
 
 def test_the_inplace_mean_quirk_is_reproduced(fixture_dir, expected):
     """Overlapping clips see samples already shifted by earlier clips' means; independent clips do not."""
-    raw = P.read_audio_file(fixture_dir / "raw_audio.wav")
+    raw = D.read_audio_file(fixture_dir / "raw_audio.wav")
     contract = {"inplace_mean": False}
     independent = P.audio_transform(contract)(raw)
     diff = (independent - expected["audio"][0]).abs().amax(dim=(1, 2))  # (clips, frames)
@@ -98,7 +99,7 @@ def test_other_sample_rates_are_resampled_first(tmp_path):
     t = torch.arange(24000) / 8000
     wav = (0.3 * torch.sin(2 * torch.pi * 440 * t)).unsqueeze(0)
     sf.write(tmp_path / "a.wav", wav[0].numpy(), 8000, subtype="PCM_16")
-    decoded, sr = P.read_audio_file(tmp_path / "a.wav")
+    decoded, sr = D.read_audio_file(tmp_path / "a.wav")
     assert sr == 8000
     fn = P.audio_transform({})
     direct = fn((decoded, sr))
@@ -131,9 +132,9 @@ def test_raw_file_embeddings_match_imagebind(tiny_model, fixture_dir, captions):
                           "audio": [str(fixture_dir / "raw_audio.wav")]})
     for key in ("text", "vision", "audio"):
         torch.testing.assert_close(z[key], F.normalize(expected[key], dim=-1), **TOL)
-    pre = {"text": P.load_and_transform("text", captions),
-           "vision": P.load_and_transform("image", [str(fixture_dir / "raw_image.png")]),
-           "audio": P.load_and_transform("audio", [str(fixture_dir / "raw_audio.wav")])}
+    pre = {"text": D.load_and_transform("text", captions),
+           "vision": D.load_and_transform("image", [str(fixture_dir / "raw_image.png")]),
+           "audio": D.load_and_transform("audio", [str(fixture_dir / "raw_audio.wav")])}
     with torch.no_grad():
         out = tiny_model.forward_imagebind(pre)
     for key in ("text", "vision", "audio"):

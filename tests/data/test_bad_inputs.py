@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from assets import (random_cloud, truncate, write_audio, write_audio_only_container, write_image, write_ply,
+from assets import (contract, random_cloud, truncate, write_audio, write_audio_only_container, write_image, write_ply,
                     write_video)
 
 import anybind
@@ -96,7 +96,7 @@ def test_truncated_images(tmp_path, ext, keep):
     ("not an image", "expected a PIL image"),
 ])
 def test_bad_in_memory_images(raw, problem):
-    expect_memory_error(T.image_transform({"image_size": 16}), raw, "image", problem)
+    expect_memory_error(T.image_transform(contract("image", image_size=16)), raw, "image", problem)
 
 
 # ------------------------------------------------------------------------------------------------------ text
@@ -117,11 +117,11 @@ def test_bad_text_files(tmp_path):
     (torch.zeros(77), "77 token ids"),
 ])
 def test_bad_in_memory_text(raw, problem):
-    expect_memory_error(T.text_transform({}), raw, "text", problem)
+    expect_memory_error(T.text_transform(contract("text")), raw, "text", problem)
 
 
 def test_an_empty_string_through_the_modality_names_the_item():
-    ds_error = _item_error("text", [""], {"context_length": 77})
+    ds_error = _item_error("text", [""], {"context_length": 77, "tokenizer": "clip_bpe"})
     assert "text input '<text str>'" in ds_error and "empty text" in ds_error
 
 
@@ -156,7 +156,7 @@ def test_zero_length_and_nan_audio(tmp_path):
     ("noise.wav", "expected a waveform"),
 ])
 def test_bad_in_memory_audio(raw, problem):
-    expect_memory_error(T.audio_transform({}), raw, "audio", problem)
+    expect_memory_error(T.audio_transform(contract("audio")), raw, "audio", problem)
 
 
 # ----------------------------------------------------------------------------------------------------- video
@@ -200,7 +200,7 @@ def test_video_file_with_zero_frames(tmp_path, ext):
     ([1, 2, 3], "expected a video file"),
 ])
 def test_bad_in_memory_video(raw, problem):
-    expect_memory_error(T.video_transform({"image_size": 16}), raw, "video", problem)
+    expect_memory_error(T.video_transform(contract("video", image_size=16)), raw, "video", problem)
 
 
 # ---------------------------------------------------------------------------------------------------- points
@@ -240,7 +240,7 @@ def test_malformed_point_text_and_meshes(tmp_path):
 
 def test_too_few_points_names_the_file(tmp_path):
     np.save(tmp_path / "tiny.npy", random_cloud(5))
-    msg = _item_error("points", [str(tmp_path / "tiny.npy")], {"num_points": 64, "min_points": 16})
+    msg = _item_error("points", [str(tmp_path / "tiny.npy")], {"num_points": 64, "channels": 3, "min_points": 16})
     assert str(tmp_path / "tiny.npy") in msg and msg.startswith("points input") and "too few points: 5" in msg
 
 
@@ -254,7 +254,7 @@ def test_too_few_points_names_the_file(tmp_path):
     ("cloud.ply", "expected a point cloud tensor"),
 ])
 def test_bad_in_memory_points(raw, problem):
-    expect_memory_error(T.points_transform({"num_points": 32, "min_points": 16}), raw, "points", problem)
+    expect_memory_error(T.points_transform({"num_points": 32, "channels": 3, "min_points": 16}), raw, "points", problem)
 
 
 # --------------------------------------------------------------------------------------------------- tensors

@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from assets import IMAGEBIND_FIXTURE, SHARED_DATA, gradient_rgb, random_cloud, tone, write_audio, write_image, \
+from assets import IMAGEBIND_FIXTURE, SHARED_DATA, contract, gradient_rgb, random_cloud, tone, write_audio, write_image, \
     write_video
 
 import anybind
@@ -81,15 +81,15 @@ def test_text_tokens_start_end_and_pad():
 
 
 def test_long_text_keeps_eot_last_and_short_context():
-    ids = T.text_transform({"context_length": 77})("word " * 200)
+    ids = T.text_transform(contract("text", context_length=77))("word " * 200)
     assert (ids != 0).all() and ids[-1] == 49407 and int(ids.argmax()) == 76
-    short = T.text_transform({"context_length": 16})("a dog barking")
+    short = T.text_transform(contract("text", context_length=16))("a dog barking")
     assert short.shape == (16,) and short[4] == 49407
 
 
 def test_pretokenized_ids_pass_through():
     ids = torch.arange(77)
-    assert torch.equal(T.text_transform({})(ids), ids)
+    assert torch.equal(T.text_transform(contract("text"))(ids), ids)
 
 
 def test_tokenizer_is_cached_per_process():
@@ -127,7 +127,7 @@ def test_windowed_resampling_equals_resampling_everything(rate):
 
 def test_audio_shapes_follow_the_contract():
     wave = torch.from_numpy(tone(3.0, 16000).T)
-    x = T.audio_transform({})((wave, 16000))
+    x = T.audio_transform(contract("audio"))((wave, 16000))
     assert x.shape == (3, 1, 128, 204) and x.dtype == torch.float32
     y = T.audio_transform(TEST_AUDIO)((wave, 16000))
     assert y.shape == (1, 1, 32, 48)
@@ -137,7 +137,7 @@ def test_audio_shapes_follow_the_contract():
 
 
 def test_audio_frames_beyond_the_clip_are_padded_with_zero_log_mel():
-    x = T.audio_transform({})((torch.from_numpy(tone(3.0, 16000).T), 16000))
+    x = T.audio_transform(contract("audio"))((torch.from_numpy(tone(3.0, 16000).T), 16000))
     pad_value = (0 - -4.268) / 9.138  # 2 s give 198 fbank frames; the remaining 6 hold log-mel 0
     torch.testing.assert_close(x[..., 198:], torch.full_like(x[..., 198:], pad_value))
     assert (x[..., :198] != pad_value).all()
@@ -179,7 +179,7 @@ def test_audio_matches_imagebind_on_the_first_clip():
     """ImageBind shifts later overlapping clips in place (its own quirk, reproduced in anybind.compat); the first
     clip is untouched by it and must match."""
     expected = torch.load(fixture_file("expected_preprocessed.pt"), weights_only=True)["audio"][0]
-    got = T.audio_transform({})(read_audio(fixture_file("raw_audio.wav")))
+    got = T.audio_transform(contract("audio"))(read_audio(fixture_file("raw_audio.wav")))
     torch.testing.assert_close(got[0], expected[0], atol=1e-3, rtol=0)
     torch.testing.assert_close(got[1:, ..., :95], expected[1:, ..., :95], atol=1e-3, rtol=0)
 
@@ -190,7 +190,7 @@ def test_fsdd_and_ogg_clips_from_shared_data():
     files = [f for f in files if f.exists()]
     if not files:
         pytest.skip("shared audio data missing")
-    fn = T.audio_transform({})
+    fn = T.audio_transform(contract("audio"))
     for f in files:
         x = fn(read_audio(f))
         assert x.shape == (3, 1, 128, 204) and torch.isfinite(x).all(), f
@@ -247,7 +247,7 @@ def test_big_buck_bunny_decodes_ten_frames_in_one_batch():
         return original(self, indices)
 
     src.get_frames = spy.__get__(src)
-    out = T.video_transform({"image_size": 64, "frames": 2, "clips": 5, "clip_duration": 2.0})(src)
+    out = T.video_transform(contract("video", image_size=64, frames=2, clips=5, clip_duration=2.0))(src)
     assert out.shape == (5, 3, 2, 64, 64) and torch.isfinite(out).all()
     assert calls == [[0, 47, 168, 215, 336, 383, 504, 551, 672, 719]]  # 2 s clips at 24 fps, spread over 30 s
     assert src.frames_decoded == 10 and src.batches_decoded == 1
@@ -321,7 +321,7 @@ def test_identity_transform_checks_the_declared_shape():
 
 @pytest.mark.parametrize("factory,contract,raw", [
     (T.image_transform, TEST_IMAGE, torch.rand(3, 40, 50)),
-    (T.text_transform, {"context_length": 77}, "a red cube"),
+    (T.text_transform, {"context_length": 77, "tokenizer": "clip_bpe"}, "a red cube"),
     (T.audio_transform, TEST_AUDIO, (torch.from_numpy(tone(0.7, 22050).T), 22050)),
     (T.video_transform, TEST_VIDEO, torch.rand(7, 3, 20, 24)),
     (T.points_transform, TEST_POINTS, torch.from_numpy(random_cloud(100))),
@@ -343,7 +343,7 @@ def test_modality_load_then_transform_for_every_file_type(tmp_path):
     (tmp_path / "caption.txt").write_text("a red cube\n")
     cases = {
         "image": (write_image(tmp_path / "a.png", "P"), TEST_IMAGE, (3, 32, 32)),
-        "text": (tmp_path / "caption.txt", {"context_length": 77}, (77,)),
+        "text": (tmp_path / "caption.txt", {"context_length": 77, "tokenizer": "clip_bpe"}, (77,)),
         "audio": (write_audio(tmp_path / "a.flac", seconds=0.3, sample_rate=44100, channels=2), TEST_AUDIO,
                   (1, 1, 32, 48)),
         "video": (write_video(tmp_path / "a.webm", frames=30, fps=10, size=(64, 48)), TEST_VIDEO,
