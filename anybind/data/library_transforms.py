@@ -23,7 +23,8 @@ from typing import Any
 import torch
 
 from ..errors import InputError
-from .transforms import _as_tensor, _describe, _interpolation, check_frames_tensor
+from .transforms._common import _as_tensor, _describe
+from .transforms.image import _interpolation, check_frames_tensor
 
 RESIZE_MODES = ("shortest", "longest", "squash")
 
