@@ -142,9 +142,16 @@ class HFFeatureTransform:
         import torchaudio.functional as AF
 
         from .transforms import LogMelTransform
+        from .transforms.audio import SampleSource
 
         if isinstance(raw, torch.Tensor) and self.feature_shape and tuple(raw.shape) == self.feature_shape:
             return raw.float()  # already extracted features (the contract's feature_shape)
+        if isinstance(raw, SampleSource):  # a lazily read file: decode only the span one clip uses
+            if self.max_samples:
+                stop = min(raw.num_samples, -(-int(self.max_samples) * raw.sample_rate // self.sample_rate))
+                raw = (raw.read(0, stop), raw.sample_rate)
+            else:
+                raw = raw.read_all()
         mono, sr = LogMelTransform(sample_rate=self.sample_rate).waveform(raw, source)
         if sr != self.sample_rate:
             mono = AF.resample(mono, sr, self.sample_rate)
