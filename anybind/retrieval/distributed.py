@@ -66,7 +66,7 @@ def embed_slice(model, source: str | Path | Sequence[Any], out_dir: str | Path, 
         raise ValueError(f"rank {rank} is outside a world of {world}")
     t0 = time.perf_counter()
     plan, ignored = _plan(model, source, modality, None if modalities is None else list(modalities), split, shard_size)
-    writer = StoreWriter(out_dir, model.embed_dim, dtype=dtype, model=model_info(model, checkpoint))
+    writer = StoreWriter(out_dir, model.embed_dim, dtype=dtype, model=model_info(model, checkpoint), shared=True)
     summary = EmbedSummary(store=None, planned=sum(len(p[2]) for p in plan[rank::world]), ignored=ignored)  # type: ignore[arg-type]
     pending = []
     for name, m, rows, digest in plan[rank::world]:
@@ -87,6 +87,7 @@ def embed_slice(model, source: str | Path | Sequence[Any], out_dir: str | Path, 
             _embed_modality(model, m, [p for p in pending if p[1] == m], writer, summary, batch_size, num_workers, bar)
     finally:
         model.train(was_training)
+        writer.close()
         if bar is not None:
             bar.close()
     summary.seconds = time.perf_counter() - t0
@@ -131,7 +132,7 @@ def run_distributed_embed(cfg, env: dict | None = None) -> dict:
                                  "remove the store folder first")
             if rank == 0:  # one process clears the store, the others wait for it
                 StoreWriter(c["out"], model.embed_dim, dtype=c.get("dtype", "float32"),
-                            model=model_info(model, m.get("checkpoint")), overwrite=True)
+                            model=model_info(model, m.get("checkpoint")), overwrite=True).close()
             if world > 1:
                 torch.distributed.barrier()
         summary, names = embed_slice(

@@ -238,6 +238,9 @@ def embed_to_store(
     try:
         for m in dict.fromkeys(p[1] for p in pending):
             _embed_modality(model, m, [p for p in pending if p[1] == m], writer, summary, batch_size, num_workers, bar)
+    except BaseException:
+        writer.close()  # finished shards stay; the folder is free for the resuming run
+        raise
     finally:
         model.train(was_training)
         if bar is not None:

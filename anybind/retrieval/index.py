@@ -29,7 +29,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..checkpoint import atomic_write_json, sha256_file
+from ..io import WriterLock, atomic_write_json, check_owned_folder, clean_temp_files, sha256_file
 from ..errors import CheckpointError
 from .store import EmbeddingStore, _jsonl_bytes, _read_jsonl
 
@@ -491,24 +491,30 @@ class Index:
     def save(self, path: str | Path) -> Path:
         """Write the index folder atomically: data files under content-addressed names, ``index.json`` last.
 
-        An interrupted save leaves the previous manifest and every file it lists untouched.
+        An interrupted save leaves the previous manifest and every file it lists untouched. Only files an earlier
+        save of this index listed are ever removed; a folder holding anything else is refused, and one writer at a
+        time holds the folder's lock.
         """
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        names = {"metadata": _write_addressed(path, "metadata", "jsonl", lambda p: Path(p).write_bytes(_jsonl_bytes(self.metadata)))}
-        for m, part in self.parts.items():
-            names[f"{m}.rows"] = _write_addressed(path, f"{m}.rows", "npy", lambda p, r=part.rows: _save_npy(p, r))
-            names[m] = _write_addressed(path, f"{m}.{part.kind}", "npy" if part.backend == "torch" else "faiss", part.write)
-        entry = lambda key: {"name": names[key][0], "sha256": names[key][1]}  # noqa: E731
-        parts = [{"modality": m, "kind": p.kind, "backend": p.backend, "count": len(p), "settings": p.settings,
-                  "rows": entry(f"{m}.rows"), "data": entry(m)} for m, p in self.parts.items()]
-        manifest = {"format": INDEX_FORMAT, "version": INDEX_VERSION, "embed_dim": self.embed_dim, "metric": "inner_product",
-                    "count": len(self), "info": self.info, "parts": parts, "metadata": entry("metadata")}
-        atomic_write_json(path / "index.json", manifest)
-        listed = {n for n, _ in names.values()}
-        for old in path.iterdir():  # files of an earlier save that the new manifest no longer lists
-            if old.name != "index.json" and old.name not in listed and not old.name.startswith("."):
-                old.unlink(missing_ok=True)
+        check_owned_folder(path, "index.json", "index")
+        with WriterLock(path, "index"):
+            clean_temp_files(path)
+            previous = _listed_files(path / "index.json")
+            names = {"metadata": _write_addressed(path, "metadata", "jsonl",
+                                                  lambda p: Path(p).write_bytes(_jsonl_bytes(self.metadata)))}
+            for m, part in self.parts.items():
+                names[f"{m}.rows"] = _write_addressed(path, f"{m}.rows", "npy", lambda p, r=part.rows: _save_npy(p, r))
+                names[m] = _write_addressed(path, f"{m}.{part.kind}", "npy" if part.backend == "torch" else "faiss", part.write)
+            entry = lambda key: {"name": names[key][0], "sha256": names[key][1]}  # noqa: E731
+            parts = [{"modality": m, "kind": p.kind, "backend": p.backend, "count": len(p), "settings": p.settings,
+                      "rows": entry(f"{m}.rows"), "data": entry(m)} for m, p in self.parts.items()]
+            manifest = {"format": INDEX_FORMAT, "version": INDEX_VERSION, "embed_dim": self.embed_dim,
+                        "metric": "inner_product", "count": len(self), "info": self.info, "parts": parts,
+                        "metadata": entry("metadata")}
+            atomic_write_json(path / "index.json", manifest)
+            listed = {n for n, _ in names.values()}
+            for name in previous - listed:  # files of the earlier save that the new manifest no longer lists
+                (path / name).unlink(missing_ok=True)
         return path
 
     @classmethod
@@ -559,6 +565,19 @@ class Index:
         if sum(len(p) for p in parts.values()) != len(metadata):
             raise CheckpointError(f"index {path}: {len(metadata)} metadata rows but {sum(len(p) for p in parts.values())} vectors")
         return cls(d, parts, metadata, manifest.get("info"))
+
+
+def _listed_files(manifest_path: Path) -> set[str]:
+    """Names of the data files an index manifest lists (plain names inside its folder only)."""
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError):
+        return set()
+    entries = [manifest.get("metadata") or {}]
+    for part in manifest.get("parts") or []:
+        entries += [part.get("rows") or {}, part.get("data") or {}]
+    names = {str(e.get("name")) for e in entries if isinstance(e, dict) and e.get("name")}
+    return {n for n in names if Path(n).name == n and n not in ("index.json", ".anybind.lock")}
 
 
 def _save_npy(path: str, array: np.ndarray) -> None:

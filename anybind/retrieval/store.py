@@ -26,7 +26,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from ..checkpoint import atomic_write_bytes, atomic_write_json, sha256_file
+from ..io import WriterLock, atomic_write_bytes, atomic_write_json, check_owned_folder, clean_temp_files, sha256_file
 from ..errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,8 @@ class StoreWriter:
     """Writes finished shards into a store folder; the building block of :func:`embed_to_store` and merges."""
 
     def __init__(self, path: str | Path, embed_dim: int, *, dtype: str = "float32", model: Mapping[str, Any] | None = None,
-                 overwrite: bool = False):
+                 overwrite: bool = False, shared: bool = False):
+        """``shared=True``: one of several cooperating writers (the ranks of a distributed embedding)."""
         if dtype not in DTYPES:
             raise ValueError(f"store dtype must be one of {DTYPES}, got {dtype!r}")
         self.path = Path(path)
@@ -114,11 +115,15 @@ class StoreWriter:
         self.dtype = dtype
         self.model = dict(model or {})
         info_path = self.path / "store.json"
-        if overwrite and self.path.exists():
-            if info_path.exists() or (self.path / "shards").exists():
-                shutil.rmtree(self.path / "shards", ignore_errors=True)
-                info_path.unlink(missing_ok=True)
-                (self.path / "errors.jsonl").unlink(missing_ok=True)
+        check_owned_folder(self.path, "store.json", "embedding store")
+        self.lock = WriterLock(self.path, "embedding store", shared=shared).acquire()
+        if not shared:  # alone in the folder: what a killed writer left half-written goes
+            clean_temp_files(self.path)
+            clean_temp_files(self.path / "shards")
+        if overwrite and info_path.exists():  # only a folder anybind wrote as a store is emptied
+            shutil.rmtree(self.path / "shards", ignore_errors=True)
+            info_path.unlink(missing_ok=True)
+            (self.path / "errors.jsonl").unlink(missing_ok=True)
         if info_path.exists():
             info = _read_info(info_path)
             if info["embed_dim"] != self.embed_dim:
@@ -178,7 +183,12 @@ class StoreWriter:
         """Collect every shard's errors into ``errors.jsonl`` and return the store, opened."""
         store = EmbeddingStore.open(self.path, verify=False)
         atomic_write_bytes(self.path / "errors.jsonl", _jsonl_bytes(store.errors))
+        self.lock.release()
         return store
+
+    def close(self) -> None:
+        """Give up the folder's lock without collecting errors (a writer that stops early)."""
+        self.lock.release()
 
 
 def _model_key(model: Mapping[str, Any]) -> str:
