@@ -272,3 +272,65 @@ def openclip_text(model_name: str = "ViT-B-32", pretrained: str | Path | None = 
     enc = OpenClipTextEncoder(model, embed_dim=width, input_contract=contract)
     enc.weights_source = _source(pretrained, model_name, "text", None, cfg)
     return enc
+
+
+class OpenClipVideoEncoder(nn.Module):
+    """An open_clip ``visual`` tower applied to every frame: clips ``(N, C, 3, T, S, S)`` (or ``(N, 3, T, S, S)``
+    with ``clips=None``) -> the L2-normalized mean of the frames' CLIP embeddings.
+
+    Started from the image tower's weights, a still video embeds exactly like its frame, so binding video to a
+    frozen OpenCLIP anchor starts from the anchor's own space (the frame-mean pooling of CLIP video retrieval,
+    Luo et al., "CLIP4Clip", https://arxiv.org/abs/2104.08860); training then adapts the copy to motion.
+    """
+
+    def __init__(self, visual: nn.Module, *, embed_dim: int, input_contract: dict):
+        super().__init__()
+        self.modality, self.embed_dim = "video", embed_dim
+        self.visual = visual
+        self.input_contract = dict(input_contract)
+
+    def _frames(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+        size = self.input_contract["image_size"]
+        want = 6 if self.input_contract.get("clips") else 5
+        if x.ndim != want or tuple(x.shape[-4:]) != (3, self.input_contract["frames"], size, size):
+            shape = "(N, clips, 3, T, S, S)" if want == 6 else "(N, 3, T, S, S)"
+            raise ValueError(f"openclip_video expects {shape} with T={self.input_contract['frames']}, S={size}, got "
+                             f"{tuple(x.shape)}; the video transform must use this encoder's input contract")
+        lead = tuple(x.shape[:-4])
+        frames = x.movedim(-3, -4).reshape(-1, 3, size, size)  # (N * clips * T, 3, S, S)
+        return frames, lead
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        frames, lead = self._frames(x)
+        per_frame = F.normalize(self.visual(frames).float(), dim=-1)
+        return per_frame.view(lead[0], -1, per_frame.shape[-1])  # (N, clips * T, D)
+
+    def forward_head(self, tokens: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return tokens.mean(dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.forward_head(self.forward_features(x), x), dim=-1)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.visual.set_grad_checkpointing(enable)
+
+
+@register_encoder("openclip_video", modality="video")
+def openclip_video(model_name: str = "ViT-B-32", pretrained: str | Path | None = None, embed_dim: int | None = None,
+                   tag: str | None = None, preprocess: dict[str, Any] | None = None,
+                   model_cfg: dict[str, Any] | None = None, frames: int = 4, clips: int | None = 2,
+                   clip_duration: float = 2.0) -> OpenClipVideoEncoder:
+    """A video tower that starts as open_clip ``model_name``'s image tower (``pretrained``: the same local CLIP file
+    as ``openclip_image``): ``clips`` clips of ``frames`` frames, each frame through the tower, embeddings averaged."""
+    image = openclip_image(model_name, pretrained=pretrained, embed_dim=embed_dim, tag=tag, preprocess=preprocess,
+                           model_cfg=model_cfg)
+    c = image.input_contract
+    if not isinstance(c["image_size"], int) or c["resize_mode"] != "shortest":
+        raise ValueError(f"openclip_video needs a square input with a 'shortest' resize (open_clip {model_name!r} has "
+                         f"size {c['image_size']!r}, resize_mode {c['resize_mode']!r})")
+    contract = {"image_size": c["image_size"], "mean": c["mean"], "std": c["std"], "frames": int(frames),
+                "clips": int(clips) if clips else None, "clip_duration": float(clip_duration),
+                "interpolation": c["interpolation"]}
+    enc = OpenClipVideoEncoder(image.visual, embed_dim=image.embed_dim, input_contract=contract)
+    enc.weights_source = {**image.weights_source, "tower": "video (from the image tower)"}
+    return enc
