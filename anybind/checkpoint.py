@@ -110,6 +110,16 @@ def save_model(path: str | Path, model, config: Mapping[str, Any] | None = None,
         source = getattr(model.encoders[m], "weights_source", None)
         if source:  # a library tower: library, model name, build config, sha256 of the weights it started from
             spec["source"] = dict(source)
+        folder = getattr(model.encoders[m], "asset_folder", None)
+        if folder:  # a Hugging Face tower: its config and tokenizer files travel with the checkpoint
+            from .pretrained.assets import MARKER, bundle, substitute
+
+            weights = _paths(path)[0]
+            rel = f"{weights.stem}.assets/{m}"
+            bundle(folder, weights.parent / rel)
+            spec["assets"] = rel
+            spec["kwargs"]["path"] = MARKER
+            spec["input_contract"] = substitute(spec["input_contract"], str(folder), MARKER)
     save_tensors(path, model.state_dict(), meta)
     return _paths(path)[0]
 
@@ -126,6 +136,8 @@ def load(path: str | Path, *, device: str | torch.device = "cpu", modalities: li
             raise CheckpointError(f"checkpoint {path} has no tower for {missing}; it has {sorted(specs)}")
         specs = {m: specs[m] for m in modalities}
         state = {k: v for k, v in state.items() if k.split(".")[1] in specs}
+    if any(s.get("assets") for s in specs.values()):
+        specs = _with_assets(path, specs)
     with deferred_weights():  # library towers build on the meta device: the checkpoint supplies every tensor
         model = create_model({m: {"name": s["name"], **s.get("kwargs", {})} for m, s in specs.items()})
     for m, s in specs.items():  # the checkpoint's input contract wins (e.g. a converted model's preprocessing)
@@ -144,3 +156,20 @@ def load(path: str | Path, *, device: str | torch.device = "cpu", modalities: li
         raise CheckpointError(f"checkpoint {path} lacks tensors of its library towers: {meta_parameters(model)[:5]}")
     model.checkpoint_meta = meta
     return model.to(device).eval()
+
+
+def _with_assets(path: str | Path, specs: Mapping[str, Any]) -> dict[str, Any]:
+    """Specs whose bundled asset folders (``"assets"``, see :mod:`anybind.pretrained.assets`) are resolved."""
+    from .pretrained.assets import MARKER, substitute
+
+    weights = _paths(path)[0]
+    out = {}
+    for m, spec in specs.items():
+        if spec.get("assets"):
+            folder = (weights.parent / spec["assets"]).resolve()
+            if not folder.is_relative_to(weights.parent.resolve()) or not folder.is_dir():
+                raise CheckpointError(f"checkpoint {weights}: the {m} tower's files {spec['assets']!r} are missing "
+                                      f"(they are saved beside the checkpoint; copy that folder with it)")
+            spec = substitute(dict(spec), MARKER, str(folder))
+        out[m] = spec
+    return out

@@ -33,6 +33,7 @@ from torch import nn
 
 from anybind.data.hf import load_feature_extractor, load_tokenizer, model_folder, require_transformers
 from anybind.errors import CheckpointError
+from anybind.pretrained.weights import params_on_meta, weights_deferred
 from anybind.registry import register_encoder
 
 POOLING_MODES = ("cls", "mean", "max", "mean_sqrt_len", "pooler")
@@ -164,8 +165,14 @@ def _has_pooler(model: nn.Module) -> bool:
 
 
 def _load_model(folder: Path, modality: str) -> nn.Module:
+    """The folder's model; inside :func:`~anybind.pretrained.weights.deferred_weights` (``anybind.load``) only its
+    architecture, on the meta device, from ``config.json``: the checkpoint supplies every tensor."""
     transformers = require_transformers()
     try:
+        if weights_deferred():
+            config = transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True)
+            with params_on_meta():
+                return transformers.AutoModel.from_config(config).eval()
         model = transformers.AutoModel.from_pretrained(str(folder), local_files_only=True)
     except Exception as exc:
         raise CheckpointError(f"hf_{modality}: the model in {folder} could not be loaded (config.json and weights "
@@ -200,9 +207,11 @@ def hf_text(*, path: str | Path, embed_dim: int | None = None, pooling: str | Se
     length = int(max_length or st["max_length"] or (min(limits) if limits else 512))
     contract = {"compat": "hf", "library": "transformers", "model_type": model.config.model_type,
                 "tokenizer": str(folder), "max_length": length, "lowercase": st["lowercase"]}
-    return HFTower(model, modality="text", pooling=_resolve_pooling(pooling, auto, "text"),
-                   normalize=st["normalize"] if normalize is None else normalize, embed_dim=embed_dim,
-                   input_contract=contract, width=model.config.hidden_size)
+    tower = HFTower(model, modality="text", pooling=_resolve_pooling(pooling, auto, "text"),
+                    normalize=st["normalize"] if normalize is None else normalize, embed_dim=embed_dim,
+                    input_contract=contract, width=model.config.hidden_size)
+    tower.asset_folder = folder
+    return tower
 
 
 @register_encoder("hf_audio", modality="audio")
@@ -226,5 +235,7 @@ def hf_audio(*, path: str | Path, embed_dim: int | None = None, pooling: str | S
                 "max_samples": None if fixed else int(round(clip_duration * rate)),
                 "feature_shape": list(shapes[0]) if fixed else None}
     auto = ["pooler"] if _has_pooler(model) else ["mean"]
-    return HFTower(model, modality="audio", pooling=_resolve_pooling(pooling, auto, "audio"), normalize=normalize,
-                   embed_dim=embed_dim, input_contract=contract, width=model.config.hidden_size)
+    tower = HFTower(model, modality="audio", pooling=_resolve_pooling(pooling, auto, "audio"), normalize=normalize,
+                    embed_dim=embed_dim, input_contract=contract, width=model.config.hidden_size)
+    tower.asset_folder = folder
+    return tower

@@ -160,3 +160,27 @@ def test_anybind_imports_without_transformers(tmp_path):
     assert out.returncode == 0, out.stderr
     if MINILM.is_dir():
         assert "pip install anybind[hf]" in out.stdout
+
+
+def test_a_checkpoint_loads_without_the_model_folder(tmp_path):
+    import shutil
+
+    folder = tiny_bert(tmp_path / "bert", pooling="mean", normalize=True)
+    model = anybind.create_model({"text": {"name": "hf_text", "path": str(folder), "embed_dim": 16}})
+    texts = ["a red cube", "a blue sphere"]
+    want = model.embed({"text": texts})["text"]
+    saved = anybind.save_model(tmp_path / "ckpt" / "model", model)
+    sidecar = json.loads(saved.with_suffix(".json").read_text())
+    spec = sidecar["encoders"]["text"]
+    assert spec["assets"] == "model.assets/text" and spec["kwargs"]["path"] == "@assets"
+    assert str(folder) not in json.dumps(sidecar)  # the sidecar names no path of this machine
+    bundled = sorted(p.name for p in (saved.parent / "model.assets" / "text").rglob("*") if p.is_file())
+    assert "config.json" in bundled and not any(n.endswith((".safetensors", ".bin")) for n in bundled)
+    shutil.rmtree(folder)
+    moved = tmp_path / "elsewhere"
+    shutil.move(str(tmp_path / "ckpt"), moved)
+    again = anybind.load(moved / "model")
+    assert torch.equal(again.embed({"text": texts})["text"], want)
+    shutil.rmtree(moved / "model.assets")
+    with pytest.raises(CheckpointError, match="model.assets/text.*missing"):
+        anybind.load(moved / "model")
