@@ -164,9 +164,9 @@ class SearchService:
         if row is None:
             row = self._ids.get(ref)
             if row == -1:
-                mods = sorted(str(m["modality"]) for m in self.index.metadata if str(m.get("id")) == ref)
-                raise RequestError(404, f"item id {ref!r} is shared by several modalities ({', '.join(mods)}); "
-                                        f"name one as 'modality:id', e.g. {mods[0]}:{ref}", "ambiguous_item")
+                keys = sorted(f"{m['modality']}:{ref}" for m in self.index.metadata if str(m.get("id")) == ref)
+                raise RequestError(404, f"item id {ref!r} is shared by several items ({', '.join(keys)}); name one "
+                                        "as 'modality:id'", "ambiguous_item")
         if row is None:
             shown = ref if len(ref) <= 200 else ref[:200] + "..."
             raise RequestError(404, f"no item {shown!r} in the index (items are named 'modality:id', as in the "
