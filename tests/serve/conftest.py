@@ -53,3 +53,55 @@ def client(collection):
     app = create_app(collection.index, collection.model, ServeSettings(decode_workers=1))
     with TestClient(app) as c:
         yield c
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def live_server(collection, tmp_path_factory):
+    """``python -m anybind.serve`` (the CLI) on a free port over the saved index and the tiny model's checkpoint."""
+    import os
+    import subprocess
+    import time
+    import urllib.request
+
+    import anybind
+
+    ckpt = anybind.save_model(collection.root / "ckpt" / "model", collection.model)
+    port = free_port()
+    log = tmp_path_factory.mktemp("serve_log") / "server.log"
+    repo = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    cmd = [sys.executable, "-m", "anybind.serve", "--index", str(collection.root / "index"), "--checkpoint", str(ckpt),
+           "--port", str(port), "--decode-workers", "1", "--log-level", "warning"]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"anybind-serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                pytest.fail(f"anybind-serve did not answer within 120 s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield SimpleNamespace(url=url, port=port, proc=proc, log=log, checkpoint=ckpt)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
