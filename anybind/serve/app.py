@@ -143,6 +143,11 @@ def create_app(index, model, settings: ServeSettings | None = None, *, token: st
     async def _too_large(request, exc):
         return error(413, f"request body is over the limit of {settings.max_body_bytes} bytes", "too_large")
 
+    @app.exception_handler(Exception)
+    async def _unexpected(request, exc: Exception):  # logged with its traceback by the server; the body stays short
+        log.error("%s %s failed: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
+        return error(500, f"internal error ({type(exc).__name__}); the server log has the details", "internal")
+
     def authorize(request: Request) -> None:
         if token is None:
             return

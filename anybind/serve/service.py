@@ -416,11 +416,15 @@ class SearchService:
                     results[i] = err
                     continue
             where.append(i)
-        if xs:
-            batch = get_modality(modality).collate_fn(xs).to(self.model.device)
-            z = torch.nn.functional.normalize(self.model.encoders[modality](batch).float(), dim=-1).cpu().numpy()
-            for j, i in enumerate(where):
-                results[i] = z[j]
+        shapes: dict[tuple, list[int]] = {}  # items of one contract share a shape; one call per shape all the same
+        for j, x in enumerate(xs):
+            shapes.setdefault(tuple(x.shape), []).append(j)
+        tower, collate = self.model.encoders[modality], get_modality(modality).collate_fn
+        for group in shapes.values():
+            batch = collate([xs[j] for j in group]).to(self.model.device)
+            z = torch.nn.functional.normalize(tower(batch).float(), dim=-1).cpu().numpy()
+            for row, j in enumerate(group):
+                results[where[j]] = z[row]
         return results
 
     def _search_batch(self, key, vectors: list) -> list:
