@@ -78,7 +78,7 @@ def create_app(index, model, settings: ServeSettings | None = None, *, token: st
     """
     from fastapi import FastAPI, Request
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
-    from pydantic import BaseModel, Field, ValidationError  # noqa: F401 - models below document the API
+    from pydantic import BaseModel, Field
     from starlette.datastructures import UploadFile
 
     settings = settings or ServeSettings()
