@@ -44,3 +44,7 @@ def prepare_digits_main() -> None:
 
 def shard_main() -> None:
     _run("anybind.data.shards.cli:main")
+
+
+def serve_main() -> None:
+    _run("anybind.serve.cli:main")
