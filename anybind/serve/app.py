@@ -92,7 +92,7 @@ def create_app(index, model, settings: ServeSettings | None = None, *, token: st
         finally:
             await service.close()
 
-    app = FastAPI(title=title, version="1", lifespan=lifespan,
+    app = FastAPI(title=title, version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Any-to-any search over an anybind index: text, uploaded files of any modality, or items "
                               "of the index, combined as weighted sums.")
     app.state.service = service
@@ -161,6 +161,11 @@ def create_app(index, model, settings: ServeSettings | None = None, *, token: st
     async def page():
         return HTMLResponse(page_html(), headers={"Content-Security-Policy": PAGE_CSP, "Cache-Control": "no-cache",
                                                   "X-Content-Type-Options": "nosniff"})
+
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    async def api_docs():  # FastAPI's own pages load their scripts from a CDN; this one reads /openapi.json itself
+        html = resources.files("anybind.serve").joinpath("static/api.html").read_text(encoding="utf-8")
+        return HTMLResponse(html, headers={"Content-Security-Policy": PAGE_CSP, "X-Content-Type-Options": "nosniff"})
 
     @app.get("/health", summary="Liveness: ok while the service answers")
     async def health():

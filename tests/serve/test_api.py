@@ -125,7 +125,10 @@ def test_info_health_docs_and_page(client, collection):
     spec = client.get("/openapi.json").json()
     assert {"/search", "/items/{item}", "/items/{item}/preview", "/info", "/health"} <= set(spec["paths"])
     assert "multipart/form-data" in spec["paths"]["/search"]["post"]["requestBody"]["content"]
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")  # the API page renders /openapi.json itself: nothing from a CDN
+    assert docs.status_code == 200 and 'fetch("openapi.json")' in docs.text
+    assert "http://" not in docs.text and "https://" not in docs.text
+    assert client.get("/redoc").status_code == 404
     page = client.get("/")
     assert page.status_code == 200 and "<title>anybind search</title>" in page.text
     assert "http://" not in page.text and "https://" not in page.text  # self-contained: no CDN
