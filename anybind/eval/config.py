@@ -26,7 +26,7 @@ class BenchmarkConfig:
     root: Optional[str] = None  # the local copy, in the dataset's published layout
     split: Optional[str] = None  # default: the benchmark's protocol split (test, 1k-A, evaluation, ...)
     fold: Any = None  # esc50: 1-5 or a list; null = all five folds
-    variant: Optional[str] = None  # modelnet40: off | txt | h5 (default: detected)
+    variant: Optional[str] = None  # modelnet40: off | npy | txt | h5 (default: detected)
     modality: Optional[str] = None  # folder: default from the files' extensions
     classnames: Any = None  # folder: a JSON file or mapping {folder: name}, or a list in folder order
     templates: Optional[list[str]] = None  # default: the benchmark's shipped templates

@@ -3,8 +3,9 @@
 Layouts read (``variant`` picks one; by default the one the root holds):
 
 ``off``   the Princeton release: ``<root>/<class>/{train,test}/<class>_<nnnn>.off`` (meshes; points are sampled on
-          the surface with a fixed seed). Per-shape pre-sampled clouds in the same tree (``.npy``, ``.npz``, ``.ply``,
-          ``.xyz``, ``.pts``) are read the same way.
+          the surface with a fixed seed).
+``npy``   per-shape pre-sampled clouds in the same tree (``<class>/{train,test}/<id>.npy``; ``.npz``, ``.ply``,
+          ``.xyz``, ``.pts`` are read too), an ``(N, 3+)`` array each.
 ``txt``   ``modelnet40_normal_resampled``: ``modelnet40_shape_names.txt``, ``modelnet40_{train,test}.txt`` (shape
           ids such as ``airplane_0627``) and ``<class>/<id>.txt`` (``x,y,z,nx,ny,nz`` per line; normals dropped).
 ``h5``    ``modelnet40_ply_hdf5_2048``: ``shape_names.txt``, ``{train,test}_files.txt`` naming
@@ -23,7 +24,7 @@ from ..errors import BenchmarkError
 from .base import BenchmarkData, Item, asset, readable, rel, templates_for
 
 PER_SHAPE = (".off", ".npy", ".npz", ".ply", ".xyz", ".pts")
-LAYOUT = ("<class>/{train,test}/*.off (the Princeton release), modelnet40_normal_resampled (modelnet40_shape_names.txt, "
+LAYOUT = ("<class>/{train,test}/*.off (the Princeton release; or .npy clouds), modelnet40_normal_resampled (modelnet40_shape_names.txt, "
           "modelnet40_<split>.txt, <class>/<id>.txt) or modelnet40_ply_hdf5_2048 (shape_names.txt, <split>_files.txt, "
           "ply_data_<split><k>.h5)")
 PUBLISHED = {"train": 9843, "test": 2468}
@@ -38,8 +39,11 @@ def detect_variant(root: Path) -> str:
         return "h5"
     if (root / "modelnet40_shape_names.txt").is_file():
         return "txt"
-    if any((d / s).is_dir() for d in root.iterdir() if d.is_dir() for s in ("train", "test")):
-        return "off"
+    split_dirs = [d / s for d in root.iterdir() if d.is_dir() for s in ("train", "test") if (d / s).is_dir()]
+    if split_dirs:  # the class tree: "off" for meshes, "npy" for pre-sampled clouds (whichever most files are)
+        n_npy = sum(1 for d in split_dirs[:8] for p in d.iterdir() if p.suffix.lower() in (".npy", ".npz"))
+        n_all = sum(1 for d in split_dirs[:8] for p in d.iterdir() if p.suffix.lower() in PER_SHAPE)
+        return "npy" if n_all and n_npy * 2 > n_all else "off"
     raise BenchmarkError(f"modelnet40 at {root}: no known layout found; expected {LAYOUT}")
 
 
@@ -141,7 +145,7 @@ def load_modelnet40(root: str | Path, *, split: str = "test", variant: str | Non
     if split not in ("train", "test"):
         raise BenchmarkError(f"modelnet40: split must be train or test, got {split!r}")
     variant = variant or detect_variant(root)
-    readers = {"off": _tree, "txt": _txt, "h5": _h5}
+    readers = {"off": _tree, "npy": _tree, "txt": _txt, "h5": _h5}
     if variant not in readers:
         raise BenchmarkError(f"modelnet40: variant must be one of {', '.join(readers)}, got {variant!r}")
     items, missing, extra, classnames, prompt_names, notes = readers[variant](root, split)
