@@ -89,6 +89,9 @@ def run_evaluate(cfg, out_dir: str | Path | None = None) -> dict:
     if not c.get("manifest"):
         raise EvaluationError("give manifest=<file>, or benchmark=<name> benchmark.root=<path> "
                               "(names: esc50, modelnet40, msrvtt, clotho, audiocaps, folder, coco)")
+    from .manifest import resolve_split
+
+    resolve_split(c["manifest"], c.get("split"))  # no rows in the requested split: fail before building anything
     m = c.get("model") or {}
     model = build_model(m, _manifest_modalities(c["manifest"], c.get("modalities")) if m.get("encoders") == "default" else ())
     zs = c.get("zero_shot", "auto")

@@ -48,7 +48,8 @@ def _classification(model, data: BenchmarkData, emb, ok, ks: Sequence[int], batc
     n_cls = len(data.classnames)
     top = classify(None, emb, weights, k=max(ks))
     hit = top.indices == labels[:, None]
-    scores: dict[str, Any] = {f"top{k}": float(hit[:, :k].any(1).float().mean()) if len(labels) else float("nan")
+    # hits / n in Python floats (a float32 mean turns 9 of 100 into 0.0900000036)
+    scores: dict[str, Any] = {f"top{k}": int(hit[:, :k].any(1).sum()) / len(labels) if len(labels) else float("nan")
                               for k in ks}
     scores["n"] = int(len(labels))
     scores.update({f"chance_top{k}": min(k, n_cls) / n_cls for k in ks})
@@ -58,7 +59,7 @@ def _classification(model, data: BenchmarkData, emb, ok, ks: Sequence[int], batc
         per_group = {}
         for g in sorted({g for g in groups if g is not None}):
             rows = torch.tensor([x == g for x in groups])
-            per_group[g] = {"top1": float(hit[rows, 0].float().mean()), "n": int(rows.sum())}
+            per_group[g] = {"top1": int(hit[rows, 0].sum()) / int(rows.sum()), "n": int(rows.sum())}
         extra["per_group"] = per_group
     return {"zero_shot": {f"{data.name}/{data.modality}": scores}, **extra}
 
