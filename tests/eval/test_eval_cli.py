@@ -97,6 +97,18 @@ def test_main_prints_and_writes_a_benchmark_result(tmp_path, monkeypatch, capsys
     assert capsys.readouterr().err == f"anybind-eval: benchmark modelnet40: {tmp_path / 'nope'} does not exist\n"
 
 
+@pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "conf" / "benchmark").glob("*.yaml")))
+def test_every_benchmark_config_composes(name, tmp_path):
+    from anybind.eval.benchmarks import BENCHMARKS
+
+    cfg = compose([f"benchmark={name}", f"benchmark.root={tmp_path}"])
+    assert cfg.benchmark.name == name in BENCHMARKS and cfg.benchmark.root == str(tmp_path)
+    first = (REPO / "conf" / "benchmark" / f"{name}.yaml").read_text().splitlines()[0]
+    assert first.startswith(f"# anybind-eval benchmark={name} benchmark.root=")
+    with pytest.raises(Exception, match="flod"):
+        compose([f"benchmark={name}", "benchmark.flod=2"])  # a typo fails at compose time
+
+
 def test_benchmark_errors_name_the_problem(tmp_path):
     with pytest.raises(BenchmarkError, match="meta/esc50.csv not found"):
         run_evaluate(compose(["benchmark=esc50", f"benchmark.root={tmp_path}", "model.encoders=default"]))

@@ -115,3 +115,14 @@ def test_the_oracle_is_not_fooled_by_a_mislabelled_copy(tmp_path):
     result = run_benchmark(oracle_model("audio", mini.references, mini.keywords), load_benchmark("esc50", mini.root))
     assert result["zero_shot"]["esc50/audio"]["top1"] == pytest.approx(24 / 25)
     assert result["per_class"]["dog"] == pytest.approx(4 / 5) and result["confusion"][0][2] == 1
+
+
+def test_modelnet40_hdf5_variant_scores_one(tmp_path):
+    pytest.importorskip("h5py")
+    from layouts import make_modelnet40_h5
+
+    mini = make_modelnet40_h5(tmp_path / "modelnet40_ply_hdf5_2048")
+    data = load_benchmark("modelnet40", mini.root)
+    result = run_benchmark(oracle_model("points", mini.references, mini.keywords), data)
+    assert result["split"]["variant"] == "h5" and result["zero_shot"]["modelnet40/points"]["top1"] == 1.0
+    assert result["items"]["found"] == len(mini.expected)
