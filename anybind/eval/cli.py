@@ -93,7 +93,8 @@ def run_evaluate(cfg, out_dir: str | Path | None = None) -> dict:
 
     resolve_split(c["manifest"], c.get("split"))  # no rows in the requested split: fail before building anything
     m = c.get("model") or {}
-    model = build_model(m, _manifest_modalities(c["manifest"], c.get("modalities")) if m.get("encoders") == "default" else ())
+    needed = _manifest_modalities(c["manifest"], c.get("modalities")) if m.get("encoders") == "default" else ()
+    model = build_model(m, needed)
     zs = c.get("zero_shot", "auto")
     metrics = evaluate_manifest(
         model, c["manifest"], out, split=c.get("split"), modalities=c.get("modalities"), match_key=c.get("match_key"),

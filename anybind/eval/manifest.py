@@ -106,8 +106,8 @@ def labels_look_like_classes(labels: Sequence[str | None]) -> tuple[bool, str]:
     return True, ""
 
 
-def store_embeddings(store, match_key: str | None = None,
-                     modalities: Iterable[str] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, list], dict[str, list]]:
+def store_embeddings(store, match_key: str | None = None, modalities: Iterable[str] | None = None,
+                     ) -> tuple[dict[str, torch.Tensor], dict[str, list], dict[str, list]]:
     """``(embeddings, keys, labels)`` per modality from a store (labels ``None`` where a row has none)."""
     embeddings, keys, labels = {}, {}, {}
     wanted = None if modalities is None else set(modalities)
@@ -130,7 +130,8 @@ def class_embeddings(model, class_names: Sequence[str], templates: Sequence[str]
 
 
 def zero_shot(model, labels: Mapping[str, list], embeddings: Mapping[str, torch.Tensor], dataset: str,
-              templates: Sequence[str] | Mapping[str, Sequence[str]] = DEFAULT_TEMPLATES, ks: Sequence[int] = (1, 5)) -> dict:
+              templates: Sequence[str] | Mapping[str, Sequence[str]] = DEFAULT_TEMPLATES,
+              ks: Sequence[int] = (1, 5)) -> dict:
     """``{"<dataset>/<modality>": {"top1", "top5", "n", "chance_top1", "chance_top5"}}`` per non-text modality
     with labels."""
     if "text" not in model.modalities:
@@ -210,7 +211,10 @@ def evaluate_manifest(
         pairs = None if meta is None else trained_pairs_from_meta(meta)
     metrics: dict[str, Any] = {"retrieval": retrieval_metrics(embeddings, keys, pairs, ks, chance=True)}
     dataset = dataset or Path(manifest).stem
-    run_zs, why = (False, "no templates") if not zero_shot_templates else _zero_shot_decision(model, labels, zero_shot_mode)
+    if zero_shot_templates:
+        run_zs, why = _zero_shot_decision(model, labels, zero_shot_mode)
+    else:
+        run_zs, why = False, "no templates"
     if run_zs:
         metrics["zero_shot"] = zero_shot(model, labels, embeddings, dataset, zero_shot_templates)
     metrics["eval"] = {"manifest": str(Path(manifest).resolve()), "split": split_used, "split_requested": split,

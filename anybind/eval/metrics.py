@@ -89,7 +89,8 @@ def chance_curve(query_keys: Sequence[Hashable], gallery_keys: Sequence[Hashable
     return curve + [1.0] * (max_k - span)
 
 
-def chance_recall(query_keys: Sequence[Hashable], gallery_keys: Sequence[Hashable], ks: Iterable[int]) -> dict[str, float]:
+def chance_recall(query_keys: Sequence[Hashable], gallery_keys: Sequence[Hashable],
+                  ks: Iterable[int]) -> dict[str, float]:
     """``{"chance_R@k": ..}``: the expected R@k of a uniformly random ranking (see :func:`chance_curve`)."""
     ks = list(ks)
     curve = chance_curve(query_keys, gallery_keys, max(ks, default=0))

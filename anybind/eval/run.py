@@ -158,8 +158,9 @@ def format_result(result: dict[str, Any]) -> str:
     for name, r in result.get("retrieval", {}).items():
         lines.append(f"{name}: R@1 {r['R@1']:.4f} R@5 {r['R@5']:.4f} R@10 {r['R@10']:.4f} MdR {r['MdR']:.0f} n {r['n']} "
                      f"(chance R@1 {r['chance_R@1']:.4f})")
+    trained = "trained" if result["model"]["trained"] else "untrained"
     lines.append(f"files sha256 {result['files_sha256'][:16]}..., model weights sha256 "
-                 f"{result['model']['weights_sha256'][:16]}... ({'trained' if result['model']['trained'] else 'untrained'})")
+                 f"{result['model']['weights_sha256'][:16]}... ({trained})")
     if it["missing"]:
         lines.append(f"missing (first of {it['missing']}): {', '.join(it['missing_items'][:3])}")
     return "\n".join(lines)

@@ -272,7 +272,8 @@ def make_coco(root: Path, n: int = 4, official: bool = False) -> Mini:
             fname = f"{k:012d}.jpg"
             write_png(root / "val2017" / fname, COLORS[k], seed=k)  # PNG bytes behind .jpg: the reader sniffs
             images.append({"id": 10 + k, "file_name": fname})
-            anns += [{"image_id": 10 + k, "id": 100 + 5 * k + t, "caption": f"a {CODEWORDS[k]} photo {t}"} for t in range(5)]
+            anns += [{"image_id": 10 + k, "id": 100 + 5 * k + t, "caption": f"a {CODEWORDS[k]} photo {t}"}
+                     for t in range(5)]
             expected.append(f"val2017/{fname}")
         (root / "annotations").mkdir(parents=True)
         (root / "annotations" / "captions_val2017.json").write_text(json.dumps({"images": images, "annotations": anns}))

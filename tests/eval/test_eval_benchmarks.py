@@ -181,7 +181,8 @@ def test_class_folders(tmp_path):
     assert ids(d) == sorted(mini.expected) and d.extra == mini.extra and d.modality == "image"
     assert d.classnames == ["blue_sky", "green_field", "red_square"] and d.prompt_names[0] == "blue sky"
     assert all(d.classnames[it.label] == it.id.split("/")[0] for it in d.items)
-    named = load_benchmark("folder", mini.root, classnames={"blue_sky": "sky", "green_field": "grass", "red_square": "red"})
+    named = load_benchmark("folder", mini.root,
+                           classnames={"blue_sky": "sky", "green_field": "grass", "red_square": "red"})
     assert named.prompt_names == ["sky", "grass", "red"]
     with pytest.raises(BenchmarkError, match="no name for folder"):
         load_benchmark("folder", mini.root, classnames={"blue_sky": "sky"})

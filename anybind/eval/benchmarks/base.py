@@ -114,7 +114,8 @@ def read_csv(path: Path, benchmark: str, required: Sequence[str]) -> list[dict[s
         raise BenchmarkError(f"{benchmark}: {path} cannot be read as CSV ({exc})") from exc
     lacking = [c for c in required if c not in header]
     if lacking:
-        raise BenchmarkError(f"{benchmark}: {path} lacks column(s) {', '.join(lacking)} (has {', '.join(header) or 'none'})")
+        raise BenchmarkError(f"{benchmark}: {path} lacks column(s) {', '.join(lacking)} "
+                             f"(has {', '.join(header) or 'none'})")
     if not rows:
         raise BenchmarkError(f"{benchmark}: {path} has a header but no rows")
     return rows

@@ -34,8 +34,8 @@ def _find(root: Path, places) -> Path | None:
 
 def _karpathy(root: Path, data: dict, split: str, table: Path):
     if split not in KARPATHY_SPLITS:
-        raise BenchmarkError(f"coco: with Karpathy's dataset_coco.json, split must be one of {', '.join(KARPATHY_SPLITS)}, "
-                             f"got {split!r}")
+        raise BenchmarkError(f"coco: with Karpathy's dataset_coco.json, split must be one of "
+                             f"{', '.join(KARPATHY_SPLITS)}, got {split!r}")
     items, missing, captions = [], [], []
     for im in data["images"]:
         if im.get("split") != split:

@@ -80,6 +80,7 @@ def load_esc50(root: str | Path, *, fold=None, templates: Sequence[str] | None =
         name="esc50", task="classification", modality="audio", root=root,
         split={"name": "fold", "value": "all" if want is None else sorted(want)},
         items=items, missing=missing, extra=extra, files=[it.id for it in items], classnames=classnames,
-        prompt_names=[shipped.get(c, readable(c)) for c in classnames], templates=templates_for("esc50", override=templates),
+        prompt_names=[shipped.get(c, readable(c)) for c in classnames],
+        templates=templates_for("esc50", override=templates),
         protocol="zero-shot top-1 over the CSV's categories; per-fold accuracy alongside", notes=notes,
         published=2000 if want is None else 400 * len(want))

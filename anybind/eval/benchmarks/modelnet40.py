@@ -24,9 +24,9 @@ from ..errors import BenchmarkError
 from .base import BenchmarkData, Item, asset, readable, rel, templates_for
 
 PER_SHAPE = (".off", ".npy", ".npz", ".ply", ".xyz", ".pts")
-LAYOUT = ("<class>/{train,test}/*.off (the Princeton release; or .npy clouds), modelnet40_normal_resampled (modelnet40_shape_names.txt, "
-          "modelnet40_<split>.txt, <class>/<id>.txt) or modelnet40_ply_hdf5_2048 (shape_names.txt, <split>_files.txt, "
-          "ply_data_<split><k>.h5)")
+LAYOUT = ("<class>/{train,test}/*.off (the Princeton release; or .npy clouds), modelnet40_normal_resampled "
+          "(modelnet40_shape_names.txt, modelnet40_<split>.txt, <class>/<id>.txt) or modelnet40_ply_hdf5_2048 "
+          "(shape_names.txt, <split>_files.txt, ply_data_<split><k>.h5)")
 PUBLISHED = {"train": 9843, "test": 2468}
 
 
@@ -151,7 +151,8 @@ def load_modelnet40(root: str | Path, *, split: str = "test", variant: str | Non
     items, missing, extra, classnames, prompt_names, notes = readers[variant](root, split)
     if not items:
         what = ", ".join(missing[:5]) if missing else f"no shape under <class>/{split}/"
-        raise BenchmarkError(f"modelnet40 at {root} ({variant} layout): no {split} shape found ({what}); expected {LAYOUT}")
+        raise BenchmarkError(f"modelnet40 at {root} ({variant} layout): no {split} shape found ({what}); "
+                             f"expected {LAYOUT}")
     files = sorted({it.id.split("#")[0] for it in items})
     return BenchmarkData(
         name="modelnet40", task="classification", modality="points", root=root,
