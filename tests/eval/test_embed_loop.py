@@ -42,3 +42,12 @@ def test_main_process_transforms_run_on_one_thread():
         assert seen == [1] and torch.get_num_threads() == 2  # restored for the tower
     finally:
         torch.set_num_threads(before)
+
+
+def test_evaluation_throughput_suite_runs(tmp_path):
+    from anybind.bench.eval import make_folders, run_suite
+
+    rows = run_suite(workdir=tmp_path, modalities=["points", "text"], workers=[0], n=2, captions=16)
+    assert [(r["modality"], r["items"], r["workers"]) for r in rows] == [("points", 2, 0), ("text", 16, 0)]
+    assert all(r["items_per_s"] > 0 and r["load"] >= 0 for r in rows)
+    assert sorted(p.name for p in make_folders(tmp_path, "points", 2).iterdir()) == [".complete", "class_a", "class_b"]
