@@ -33,7 +33,6 @@ def class_folders(manifest: Path, out: Path) -> Path:
 
 
 @pytest.mark.shared_data
-@pytest.mark.slow  # ~10-25 s: prepares a digits subset and embeds it twice
 def test_class_folder_zero_shot_equals_the_digits_recipe(tmp_path):
     if not (FSDD.is_dir() and MNIST.is_dir()):
         pytest.skip("../shared/data (FSDD, MNIST) missing")
