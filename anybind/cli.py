@@ -23,7 +23,7 @@ def search_main() -> None:
 
 
 def eval_main() -> None:
-    _run("anybind.retrieval.cli:eval_main")
+    _run("anybind.eval.cli:main")
 
 
 def demo_main() -> None:

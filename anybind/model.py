@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from .errors import InputError
 from .modality import get_modality
@@ -34,6 +35,19 @@ class ItemDataset(Dataset):
     def __getitem__(self, i: int):
         if self._transform is None:  # built lazily so that each worker builds its own
             self._transform = self.modality.make_transform(self.contract)
+        if get_worker_info() is None and torch.get_num_threads() > 1:
+            # in the main process (num_workers=0): decode and transform on one thread, as a worker does. Their many
+            # small ops gain nothing from more threads and, right after a tower's parallel regions, lose up to 40x
+            # to OpenMP's spinning threads (a 3-clip log-mel: 0.76 s on 2 threads, 0.017 s on one)
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                return self._item(i)
+            finally:
+                torch.set_num_threads(threads)
+        return self._item(i)
+
+    def _item(self, i: int):
         try:
             raw, source = self.modality.load(self.items[i])
             try:
@@ -123,31 +137,87 @@ class AnyBindModel(nn.Module):
         """Embed file paths, strings or decoded tensors; returns L2-normalized ``(N, D)`` float32 per modality.
 
         ``inputs`` maps a modality to a list of items (a single item is accepted too). Rows come back in input
-        order. ``progress`` shows a bar (default: when there are more than 8 batches).
+        order. ``progress`` shows a bar (default: when there are more than 8 batches). A bad item raises
+        :class:`~anybind.errors.InputError`; :func:`embed_items` skips and reports them instead.
         """
-        was_training = self.training
-        self.eval()
         out: dict[str, torch.Tensor] = {}
-        device = self.device
-        try:
-            for m, items in inputs.items():
-                if m not in self.encoders:
-                    raise KeyError(f"model has no encoder for modality {m!r} (has: {', '.join(self.encoders)})")
-                if isinstance(items, (str, bytes, torch.Tensor)) or not isinstance(items, Sequence):
-                    items = [items]
-                ds = ItemDataset(m, items, self.encoders[m].input_contract)
-                loader = DataLoader(ds, batch_size=batch_size, num_workers=num_workers, collate_fn=ds.collate)
-                show = progress if progress is not None else len(loader) > 8
-                result = torch.empty(len(ds), self.embed_dim)
-                amp = (torch.autocast(device.type, dtype=torch.bfloat16) if autocast else contextlib.nullcontext())
-                for idx, batch, _ in _progress(loader, len(loader), f"embed {m}", show):
-                    with amp:
-                        z = self.encoders[m](batch.to(device, non_blocking=True))
-                    result[idx] = torch.nn.functional.normalize(z.float(), dim=-1).cpu()
-                out[m] = result
-        finally:
-            self.train(was_training)
+        for m, items in inputs.items():
+            if m not in self.encoders:
+                raise KeyError(f"model has no encoder for modality {m!r} (has: {', '.join(self.encoders)})")
+            if isinstance(items, (str, bytes, torch.Tensor)) or not isinstance(items, Sequence):
+                items = [items]
+            out[m] = embed_items(self, m, items, batch_size=batch_size, num_workers=num_workers, progress=progress,
+                                 autocast=autocast).embeddings
         return out
+
+
+def make_loader(dataset: Dataset, *, collate_fn, batch_size: int | None = None, batch_sampler=None,
+                num_workers: int = 0, device: torch.device | None = None) -> DataLoader:
+    """The DataLoader every embedding path uses: one intra-op thread per worker, pinned memory for CUDA."""
+    from .data.dataset import worker_init
+
+    kw = {"batch_sampler": batch_sampler} if batch_sampler is not None else {"batch_size": batch_size}
+    return DataLoader(dataset, collate_fn=collate_fn, num_workers=num_workers,
+                      worker_init_fn=worker_init if num_workers else None,
+                      pin_memory=device is not None and device.type == "cuda", **kw)
+
+
+@torch.no_grad()
+def encode_batches(encoder: nn.Module, batches: Iterable[tuple[Any, torch.Tensor | None]], *,
+                   device: torch.device, autocast: bool = False) -> Iterator[tuple[Any, torch.Tensor | None]]:
+    """The one embedding loop: ``(tag, inputs)`` -> ``(tag, (n, D) float32 unit vectors on the CPU)``.
+
+    ``tag`` is passed through (row indices, ids, error lists); ``inputs`` of ``None`` (a batch whose every item
+    failed) yields ``None``. ``autocast`` runs the tower under bfloat16 autocast on ``device``'s type. Gradients
+    are off; the caller puts the tower in eval mode.
+    """
+    for tag, x in batches:
+        if x is None:
+            yield tag, None
+            continue
+        amp = torch.autocast(device.type, dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
+        with amp:
+            z = encoder(x.to(device, non_blocking=True))
+        yield tag, torch.nn.functional.normalize(z.float(), dim=-1).cpu()
+
+
+@dataclass
+class EmbeddedItems:
+    """:func:`embed_items`' result: ``embeddings`` ``(N, D)`` in input order (zero rows where ``ok`` is False)
+    and ``errors`` ``[(index, message)]`` for the items that could not be read or transformed."""
+
+    embeddings: torch.Tensor
+    ok: torch.Tensor
+    errors: list[tuple[int, str]] = field(default_factory=list)
+
+
+def embed_items(model: "AnyBindModel", modality: str, items: Sequence[Any], *, batch_size: int = 32,
+                num_workers: int = 0, progress: bool | None = None, autocast: bool = False,
+                skip_errors: bool = False) -> EmbeddedItems:
+    """Embed one modality's items (paths, strings, arrays or tensors) through DataLoader workers.
+
+    ``skip_errors=False`` raises the first :class:`~anybind.errors.InputError`; ``True`` leaves bad items out
+    (``ok`` False) and lists them in ``errors``, so an evaluation can report every file it could not use.
+    """
+    encoder, device = model.encoders[modality], model.device
+    ds = ItemDataset(modality, items, encoder.input_contract, skip_errors=skip_errors)
+    loader = make_loader(ds, collate_fn=ds.collate, batch_size=batch_size, num_workers=num_workers, device=device)
+    show = progress if progress is not None else len(loader) > 8
+    result = torch.zeros(len(ds), model.embed_dim)
+    ok = torch.zeros(len(ds), dtype=torch.bool)
+    errors: list[tuple[int, str]] = []
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        batches = (((idx, errs), batch) for idx, batch, errs in _progress(loader, len(loader), f"embed {modality}", show))
+        for (idx, errs), z in encode_batches(encoder, batches, device=device, autocast=autocast):
+            errors.extend(errs)
+            if z is not None:
+                result[idx] = z
+                ok[idx] = True
+    finally:
+        encoder.train(was_training)
+    return EmbeddedItems(result, ok, errors)
 
 
 def default_encoders(modalities: Iterable[str] | None = None) -> dict[str, str]:

@@ -70,15 +70,15 @@ def write_audio(path: Path, seconds: float = 0.5, sample_rate: int = 16000, chan
 _VIDEO_CODECS = {".mp4": "mpeg4", ".avi": "mpeg4", ".mkv": "mpeg4", ".webm": "libvpx", ".mov": "mpeg4"}
 
 
-def video_frames(frames: int, size: tuple[int, int] = (48, 32)) -> np.ndarray:
-    """uint8 (frames, h, w, 3): frame t is a flat grey of level 20 + 20 * t (mod 240), so indices are readable."""
+def video_frames(frames: int, size: tuple[int, int] = (48, 32), start: int = 20) -> np.ndarray:
+    """uint8 (frames, h, w, 3): frame t is a flat grey of level start + 20 * t (mod 240), so indices are readable."""
     w, h = size
-    levels = (20 + 20 * np.arange(frames)) % 240
+    levels = (start + 20 * np.arange(frames)) % 240
     return np.broadcast_to(levels[:, None, None, None], (frames, h, w, 3)).astype(np.uint8).copy()
 
 
-def write_video(path: Path, frames: int = 12, fps: int = 12, size: tuple[int, int] = (48, 32)) -> Path:
-    """A tiny video (codec chosen by extension) whose frame t is flat grey at level 20 + 20 * t."""
+def write_video(path: Path, frames: int = 12, fps: int = 12, size: tuple[int, int] = (48, 32), start: int = 20) -> Path:
+    """A tiny video (codec chosen by extension) whose frame t is flat grey at level start + 20 * t."""
     import av
 
     codec = _VIDEO_CODECS[path.suffix.lower()]
@@ -88,7 +88,7 @@ def write_video(path: Path, frames: int = 12, fps: int = 12, size: tuple[int, in
         stream.pix_fmt = "yuv420p"
         if codec == "mpeg4":
             stream.options = {"qscale": "2"}
-        for arr in video_frames(frames, size):
+        for arr in video_frames(frames, size, start):
             for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
                 out.mux(packet)
         for packet in stream.encode():

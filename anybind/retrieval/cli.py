@@ -1,6 +1,6 @@
-"""``anybind-embed`` / ``anybind-eval`` (Hydra: ``conf/embed.yaml``, ``conf/evaluate.yaml``) and ``anybind-search``
-(argparse). Each is a thin layer over :mod:`anybind.retrieval`; ``run_embed(cfg)`` and ``run_evaluate(cfg)`` take a
-composed config so that tests and notebooks can call them without a command line.
+"""``anybind-embed`` (Hydra: ``conf/embed.yaml``) and ``anybind-search`` (argparse), thin layers over
+:mod:`anybind.retrieval`; ``run_embed(cfg)`` takes a composed config so that tests and notebooks can call it without
+a command line. ``anybind-eval`` lives in :mod:`anybind.eval.cli` (``run_evaluate`` is re-exported here).
 """
 
 from __future__ import annotations
@@ -59,22 +59,10 @@ def run_embed(cfg) -> dict:
 
 
 def run_evaluate(cfg, out_dir: str | Path | None = None) -> dict:
-    """Evaluate per ``conf/evaluate.yaml``; writes metrics.json (and the heatmap) into the run directory."""
-    from .evaluation import evaluate_manifest, format_metrics
+    """``anybind-eval``: see :func:`anybind.eval.cli.run_evaluate` (kept here for existing imports)."""
+    from ..eval.cli import run_evaluate as run
 
-    c = _plain(cfg)
-    m = c.get("model") or {}
-    model = load_model(m.get("checkpoint"), m.get("encoders"), m.get("device", "cpu"))
-    out = Path(c.get("out_dir") or out_dir or "runs/eval")
-    metrics = evaluate_manifest(
-        model, c["manifest"], out, split=c.get("split"), modalities=c.get("modalities"), match_key=c.get("match_key"),
-        ks=tuple(c.get("ks") or (1, 5, 10)), trained_pairs=c.get("trained_pairs"),
-        zero_shot_templates=c.get("templates") if c.get("zero_shot", True) else None, dataset=c.get("dataset"),
-        batch_size=c.get("batch_size", 64), num_workers=c.get("num_workers", 0), store_dir=c.get("store"),
-        heatmap=c.get("heatmap", True), checkpoint=m.get("checkpoint"), progress=c.get("progress", True))
-    print(format_metrics(metrics))
-    print(f"wrote {out / 'metrics.json'}")
-    return metrics
+    return run(cfg, out_dir)
 
 
 def _hydra_main(config_name: str, fn):
@@ -100,7 +88,9 @@ def embed_main() -> None:
 
 
 def eval_main() -> None:
-    _hydra_main("evaluate", lambda cfg, run_dir: run_evaluate(cfg, run_dir))
+    from ..eval.cli import main
+
+    main()
 
 
 # ----------------------------------------------------------------------------------------------- search

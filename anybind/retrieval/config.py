@@ -1,7 +1,7 @@
 """Structured configs of ``anybind-embed`` and ``anybind-eval`` (``conf/embed.yaml``, ``conf/evaluate.yaml``).
 
 Registered in Hydra's ConfigStore as ``embed_schema`` / ``evaluate_schema`` and named first in each primary
-config's defaults, so a misspelled key fails at compose time. Only :mod:`anybind.retrieval.cli` reads them.
+config's defaults, so a misspelled key fails at compose time. ``EvaluateConfig`` lives in :mod:`anybind.eval.config`.
 """
 
 from __future__ import annotations
@@ -48,28 +48,10 @@ class EmbedConfig:
     index: IndexConfig = field(default_factory=IndexConfig)
 
 
-@dataclass
-class EvaluateConfig:
-    manifest: str = MISSING
-    out_dir: Optional[str] = None  # run directory; default: Hydra's
-    model: ModelConfig = field(default_factory=ModelConfig)
-    split: Optional[str] = "test"  # ignored when no sample declares a split
-    modalities: Optional[list[str]] = None
-    match_key: Optional[str] = None  # None: label when present, else id
-    ks: list[int] = field(default_factory=lambda: [1, 5, 10])
-    trained_pairs: Optional[list[list[str]]] = None  # default: from the checkpoint sidecar
-    zero_shot: bool = True
-    templates: list[str] = field(default_factory=lambda: ["{}", "a {}", "a photo of a {}", "the sound of a {}"])
-    dataset: Optional[str] = None  # names zero-shot results; default: the manifest's file stem
-    batch_size: int = 64
-    num_workers: int = 2
-    store: Optional[str] = None  # default: <out_dir>/embeddings (reused when it exists: resumable)
-    heatmap: bool = True
-    progress: bool = True
-
-
 def register_configs() -> None:
     from hydra.core.config_store import ConfigStore
+
+    from ..eval.config import EvaluateConfig
 
     cs = ConfigStore.instance()
     cs.store(name="embed_schema", node=EmbedConfig)

@@ -36,11 +36,12 @@ def anchor_checkpoint(tmp_path_factory):
 
 
 def group_options():
-    """(group, option) for every YAML file of every config group shipped in conf/ (Hydra's own groups aside)."""
+    """(group, option) for every YAML file of every training config group shipped in conf/ (Hydra's own groups and
+    anybind-eval's benchmark/, composed by tests/eval/test_eval_cli.py, aside)."""
     out = []
     for path in sorted(CONF.rglob("*.yaml")):
         rel = path.relative_to(CONF)
-        if len(rel.parts) > 1 and rel.parts[0] != "hydra":
+        if len(rel.parts) > 1 and rel.parts[0] not in ("hydra", "benchmark"):
             out.append(("/".join(rel.parts[:-1]), path.stem))
     return out
 
