@@ -114,6 +114,7 @@ class TrainerConfig:
     strategy: str = "ddp"  # ddp | fsdp (torchrun only)
     compile: bool = False
     grad_checkpointing: bool = False
+    cache_frozen: bool = False  # embed the preloaded inputs of frozen towers once (anybind/train/frozen_cache.py)
     seed: int = 0
     deterministic: bool = False
     num_threads: Optional[int] = None  # torch intra-op threads per process (default: cores / local processes)
