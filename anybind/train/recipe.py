@@ -379,6 +379,10 @@ def build_run(cfg: Any, device: torch.device | str = "cpu") -> Setup:
     module = TrainModule(model, build_loss(cfg, pairs), frozen, precomputed).to(device)
     if t.grad_checkpointing:
         model.set_grad_checkpointing(True)
+    if t.channels_last:
+        from .memory_format import conv_kernels_channels_last
+
+        conv_kernels_channels_last(model)
     if t.strategy == "fsdp" and world > 1:
         shard_towers(module)
     elif t.strategy not in ("ddp", "fsdp"):
