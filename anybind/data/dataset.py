@@ -45,6 +45,7 @@ class ManifestDataset(Dataset):
         self.skip_errors = skip_errors
         self._transforms: dict[str, Callable[[Any], torch.Tensor]] = {}
         self._cache: dict[tuple[int, str], torch.Tensor] | None = None
+        self.embedded: set[str] = set()  # modalities whose cache holds embeddings (trainer.cache_frozen)
 
     def __len__(self) -> int:
         return len(self.manifest)
@@ -67,6 +68,9 @@ class ManifestDataset(Dataset):
         sample = self.manifest[index]
         if modality not in sample.items:
             raise InputError(f"sample {sample.id!r}", modality, "the manifest gives no value for this modality")
+        if modality in self.embedded:  # only preloaded samples were embedded; this one failed to preload
+            raise InputError(sample.items[modality], modality, "could not be preloaded, so the frozen tower's "
+                             "cached embedding (trainer.cache_frozen) does not exist for it")
         spec = get_modality(modality)
         raw, source = spec.load(sample.items[modality])
         return apply_transform(self.transform(modality), raw, source, modality)
@@ -101,7 +105,7 @@ class ManifestDataset(Dataset):
         for m in mods:
             items = [r["inputs"][m] for r in rows if m in r["inputs"]]
             if items:
-                inputs[m] = get_modality(m).collate_fn(items)
+                inputs[m] = torch.stack(items) if m in self.embedded else get_modality(m).collate_fn(items)
         return {
             "inputs": inputs,
             "valid": valid,
@@ -149,6 +153,16 @@ class ManifestDataset(Dataset):
                     cache[(i, m)] = x
         self._cache = cache
         return failed
+
+    def use_embeddings(self, modality: str, embeddings: Mapping[tuple[int, str], torch.Tensor]) -> None:
+        """Serve ``modality`` as precomputed ``(D,)`` embeddings (keyed like the preload cache) instead of its
+        transformed tensors: batches then hold ``(n, D)`` rows for it (see :mod:`anybind.train.frozen_cache`)."""
+        if self._cache is None:
+            raise ValueError(f"use_embeddings({modality!r}) needs a preloaded dataset")
+        for key in [k for k in self._cache if k[1] == modality]:
+            del self._cache[key]
+        self._cache.update(embeddings)
+        self.embedded.add(modality)
 
 
 def apply_transform(fn: Callable[[Any], torch.Tensor], raw: Any, source: str, modality: str) -> torch.Tensor:

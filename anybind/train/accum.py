@@ -51,8 +51,7 @@ def embed_rows(module, inputs: dict[str, torch.Tensor], valid: dict[str, torch.T
         if x is None:
             feats[m] = torch.zeros(B, module.model.embed_dim, device=v.device)
             continue
-        with torch.set_grad_enabled(torch.is_grad_enabled() and m not in module.frozen):
-            z = module.model.encoders[m](x)
+        z = module.embed(m, x)
         if z.shape[0] != B:
             z = z.new_zeros(B, z.shape[1]).index_copy(0, v.nonzero().squeeze(1), z)
         feats[m] = z

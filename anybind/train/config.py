@@ -114,6 +114,8 @@ class TrainerConfig:
     strategy: str = "ddp"  # ddp | fsdp (torchrun only)
     compile: bool = False
     grad_checkpointing: bool = False
+    channels_last: bool = False  # Conv2d kernels stored NHWC (anybind/train/memory_format.py)
+    cache_frozen: bool = False  # embed the preloaded inputs of frozen towers once (anybind/train/frozen_cache.py)
     seed: int = 0
     deterministic: bool = False
     num_threads: Optional[int] = None  # torch intra-op threads per process (default: cores / local processes)

@@ -375,9 +375,14 @@ def build_run(cfg: Any, device: torch.device | str = "cpu") -> Setup:
     seed_everything(t.seed + rank)  # distinct dropout / drop-path streams per rank
     dataset, sampler, loader = (build_stream_data(cfg, model, pairs, rank=rank, world=world) if streamed
                                 else build_data(cfg, model, pairs, manifest, rank=rank, world=world))
-    module = TrainModule(model, build_loss(cfg, pairs), frozen).to(device)
+    precomputed = _cache_frozen(cfg, model, dataset, pairs, frozen, device, streamed) if t.cache_frozen else []
+    module = TrainModule(model, build_loss(cfg, pairs), frozen, precomputed).to(device)
     if t.grad_checkpointing:
         model.set_grad_checkpointing(True)
+    if t.channels_last:
+        from .memory_format import conv_kernels_channels_last
+
+        conv_kernels_channels_last(model)
     if t.strategy == "fsdp" and world > 1:
         shard_towers(module)
     elif t.strategy not in ("ddp", "fsdp"):
@@ -395,6 +400,17 @@ def build_run(cfg: Any, device: torch.device | str = "cpu") -> Setup:
     this = {frozenset((p.a, p.b)) for p in pairs}
     trained = [[p.a, p.b] for p in pairs] + [p for p in prior_pairs if frozenset(p) not in this]
     return Setup(model, module, pairs, frozen, trained, dataset, sampler, loader, optimizer, scheduler, max_steps)
+
+
+def _cache_frozen(cfg, model, dataset, pairs: list[PairSpec], frozen: list[str], device, streamed: bool) -> list[str]:
+    """``trainer.cache_frozen``: the frozen towers' embeddings of the preloaded inputs, computed once."""
+    from .frozen_cache import cache_frozen_towers, check_cacheable
+
+    used = [m for m in model.modalities if any(m in (p.a, p.b) for p in pairs)]
+    check_cacheable([m for m in used if m in frozen], preload=cfg.data.preload, streamed=streamed,
+                    augmented=[m for m in used if cfg.modality[m].augment])
+    return cache_frozen_towers(model, dataset, frozen, used, device=device,
+                               autocast_dtype=resolve_precision(cfg.trainer.precision, device)[0])
 
 
 def _run(cfg: DictConfig, device: torch.device, run_dir: str | Path | None) -> RunResult:

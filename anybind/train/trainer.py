@@ -37,10 +37,16 @@ class TrainModule(nn.Module):
     and stay in eval mode.
     """
 
-    def __init__(self, model: nn.Module, loss: ContrastiveLoss, frozen: Iterable[str] = ()):
+    def __init__(self, model: nn.Module, loss: ContrastiveLoss, frozen: Iterable[str] = (),
+                 precomputed: Iterable[str] = ()):
         super().__init__()
         self.model, self.loss = model, loss
         self.frozen = tuple(frozen)
+        # frozen modalities whose batches already hold the tower's embeddings (trainer.cache_frozen)
+        self.precomputed = tuple(precomputed)
+        if set(self.precomputed) - set(self.frozen):
+            raise ValueError(f"precomputed embeddings {list(self.precomputed)} must come from frozen towers "
+                             f"(frozen: {list(self.frozen)})")
         for m in self.frozen:
             model.encoders[m].requires_grad_(False)
         self.train()
@@ -51,6 +57,13 @@ class TrainModule(nn.Module):
             self.model.encoders[m].eval()
         return self
 
+    def embed(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+        """The ``(n, D)`` embeddings of one modality's rows (rows of a precomputed modality are embeddings)."""
+        if modality in self.precomputed:
+            return x
+        with torch.set_grad_enabled(torch.is_grad_enabled() and modality not in self.frozen):
+            return self.model.encoders[modality](x)
+
     def forward(self, inputs: dict[str, torch.Tensor], valid: dict[str, torch.Tensor]) -> LossOutput:
         B = len(next(iter(valid.values())))
         feats = {}
@@ -59,8 +72,7 @@ class TrainModule(nn.Module):
             if x is None:  # no row of this rank has it; other ranks may: keep the collective calls aligned
                 feats[m] = torch.zeros(B, self.model.embed_dim, device=v.device)
                 continue
-            with torch.set_grad_enabled(torch.is_grad_enabled() and m not in self.frozen):
-                z = self.model.encoders[m](x)
+            z = self.embed(m, x)
             if z.shape[0] != B:
                 z = z.new_zeros(B, z.shape[1]).index_copy(0, v.nonzero().squeeze(1), z)
             feats[m] = z

@@ -51,3 +51,28 @@ def test_normalize_unit_sphere():
     n = normalize_unit_sphere(xyz)
     torch.testing.assert_close(n.mean(0), torch.zeros(3), atol=1e-5, rtol=0)
     assert abs(n.norm(dim=-1).max().item() - 1) < 1e-5
+
+
+def reference_fps(xyz: torch.Tensor, n: int, start=0) -> torch.Tensor:
+    """The straightforward batched loop (a (B, N, 3) difference summed over its last dimension)."""
+    B, N, _ = xyz.shape
+    idx = torch.empty(B, n, dtype=torch.long)
+    dist = torch.full((B, N), float("inf"), dtype=xyz.dtype)
+    cur = torch.as_tensor(start).expand(B).clone()
+    for i in range(n):
+        idx[:, i] = cur
+        dist = torch.minimum(dist, (xyz - xyz[torch.arange(B), cur].unsqueeze(1)).pow(2).sum(-1))
+        cur = dist.argmax(dim=-1)
+    return idx
+
+
+def test_fps_picks_exactly_what_the_reference_loop_picks():
+    # long runs (512 of 1024) accumulate every rounding difference: the picks must still be identical
+    g = torch.Generator().manual_seed(1)
+    xyz = normalize_unit_sphere(torch.randn(4, 1024, 3, generator=g) * torch.tensor([1.0, 0.3, 2.0]))
+    for n in (64, 512):
+        assert torch.equal(farthest_point_sample(xyz, n), reference_fps(xyz, n))
+    starts = torch.tensor([0, 5, 17, 1023])
+    assert torch.equal(farthest_point_sample(xyz, 40, start=starts), reference_fps(xyz, 40, starts))
+    x64 = xyz.double()
+    assert torch.equal(farthest_point_sample(x64, 100), reference_fps(x64, 100))

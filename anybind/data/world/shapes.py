@@ -36,32 +36,48 @@ def rot_z(deg: float) -> np.ndarray:
 
 # --- 2-D building blocks --------------------------------------------------------------------------------------
 
-def polygon_sdf(p: np.ndarray, verts: np.ndarray) -> np.ndarray:
-    """Exact signed distance from 2-D points ``p`` (N, 2) to the simple polygon ``verts`` (E, 2)."""
+def polygon_edges(verts: np.ndarray) -> tuple[np.ndarray, ...]:
+    """What :func:`polygon_sdf` needs of a polygon, computed once per polygon: start points and edge vectors."""
     a, b = verts, np.roll(verts, -1, axis=0)
-    e = b - a
-    w = p[:, None, :] - a[None]
-    t = np.clip((w * e).sum(-1) / (e * e).sum(-1), 0.0, 1.0)
-    dist = np.sqrt(((w - e * t[..., None]) ** 2).sum(-1).min(1))
-    py = p[:, 1:2]
-    crosses = (a[None, :, 1] <= py) != (b[None, :, 1] <= py)
+    ex, ey = b[:, 0] - a[:, 0], b[:, 1] - a[:, 1]
+    return a[:, 0].copy(), a[:, 1].copy(), b[:, 1].copy(), ex, ey, ex * ex + ey * ey
+
+
+def polygon_sdf(p: np.ndarray, verts: np.ndarray | tuple[np.ndarray, ...]) -> np.ndarray:
+    """Exact signed distance from 2-D points ``p`` (N, 2) to the simple polygon ``verts`` (E, 2) (or its
+    :func:`polygon_edges`).
+
+    Written on separate x and y planes ``(N, E)`` (no size-2 axis to reduce): the same operations in the same
+    order as the textbook vector form, so the same bits, in about half the time.
+    """
+    ax, ay, by, ex, ey, ee = polygon_edges(verts) if isinstance(verts, np.ndarray) else verts
+    px, py = p[:, 0:1], p[:, 1:2]
+    wx, wy = px - ax, py - ay
+    t = np.clip((wx * ex + wy * ey) / ee, 0.0, 1.0)
+    dx, dy = wx - ex * t, wy - ey * t
+    dist = np.sqrt((dx * dx + dy * dy).min(1))
+    crosses = (ay <= py) != (by <= py)
     with np.errstate(divide="ignore", invalid="ignore"):
-        x_at = a[None, :, 0] + (py - a[None, :, 1]) * e[None, :, 0] / e[None, :, 1]
-    inside = (crosses & (p[:, 0:1] < x_at)).sum(1) % 2 == 1
+        x_at = ax + (py - ay) * ex / ey
+    inside = (crosses & (px < x_at)).sum(1) % 2 == 1
     return np.where(inside, -dist, dist)
 
 
 def _revolve(profile: np.ndarray) -> SDF:
     """Solid of revolution about y of a 2-D profile symmetric about x=0 (exact)."""
+    edges = polygon_edges(profile)
+
     def sdf(p):
-        return polygon_sdf(np.stack([np.hypot(p[:, 0], p[:, 2]), p[:, 1]], 1), profile)
+        return polygon_sdf(np.stack([np.hypot(p[:, 0], p[:, 2]), p[:, 1]], 1), edges)
     return sdf
 
 
 def _extrude(profile: np.ndarray, half_depth: float) -> SDF:
     """A 2-D polygon in the xy-plane extruded along z by +-half_depth (exact)."""
+    edges = polygon_edges(profile)
+
     def sdf(p):
-        d = polygon_sdf(p[:, :2], profile)
+        d = polygon_sdf(p[:, :2], edges)
         w = np.stack([d, np.abs(p[:, 2]) - half_depth], 1)
         return np.minimum(w.max(1), 0.0) + np.linalg.norm(np.maximum(w, 0.0), axis=1)
     return sdf
