@@ -30,6 +30,16 @@ from .tuning import nprobe_values, split_for_tuning, tune_part
 log = logging.getLogger(__name__)
 
 
+def _unit(block: np.ndarray) -> np.ndarray:
+    """``block``'s rows at unit length, scaled in place when ``block`` is a writable float32 array."""
+    if block.dtype != np.float32 or not block.flags.writeable or not block.flags.c_contiguous:
+        return backend.normalize(backend.as_float32(block))
+    norms = np.linalg.norm(block, axis=1, keepdims=True)
+    if not np.all(np.abs(norms - 1) < 1e-4):
+        np.divide(block, np.maximum(norms, 1e-12), out=block)
+    return block
+
+
 class ArraySource:
     """Rows of an array already in memory (or memory-mapped), optionally only those at ``positions``."""
 
@@ -64,23 +74,24 @@ class ShardSource:
             sel = which == s
             local = positions[sel] - (self.ends[s - 1] if s else 0)
             out[sel] = self.shards[s].load_vectors(mmap=True)[local]
-        return backend.normalize(out)
+        return _unit(out)
 
     def chunks(self, size: int) -> Iterator[np.ndarray]:
-        """Blocks of ``size`` rows (small shards are joined, large ones cut), float32 unit rows."""
+        """Blocks of ``size`` rows (the last one shorter; small shards are joined, large ones cut), float32 unit rows."""
         pending, held = [], 0
         for shard in self.shards:
             arr = shard.load_vectors(mmap=True)
-            for lo in range(0, len(arr), size):
-                piece = np.asarray(arr[lo:lo + size], dtype=np.float32)
+            lo = 0
+            while lo < len(arr):
+                piece = np.asarray(arr[lo:lo + size - held], dtype=np.float32)
                 pending.append(piece)
                 held += len(piece)
-                if held >= size:
-                    block = np.concatenate(pending) if len(pending) > 1 else pending[0]
+                lo += len(piece)
+                if held == size:
+                    yield _unit(np.concatenate(pending) if len(pending) > 1 else pending[0])
                     pending, held = [], 0
-                    yield backend.normalize(np.ascontiguousarray(block))
         if pending:
-            yield backend.normalize(np.ascontiguousarray(np.concatenate(pending)))
+            yield _unit(np.concatenate(pending))
 
 
 def build_disk_part(modality: str, source, rows: np.ndarray, params: IndexParams) -> Part:
@@ -100,7 +111,7 @@ def build_disk_part(modality: str, source, rows: np.ndarray, params: IndexParams
 
     # the coarse k-means is one large product (every thread helps); the product quantizer is d/2 tiny k-means,
     # which run fastest on one thread (on a busy machine a second one mostly waits at barriers: 4x slower)
-    cap = params.train_max or max(32 * nlist, 16 * 64)
+    cap = params.train_max or max(40 * nlist, 1024)  # faiss asks for 39 points per centroid
     sample = source.take(np.sort(rng.choice(n, cap, replace=False))) if n > cap else source.take(np.arange(n))
     quantizer = faiss.IndexFlatIP(d)
     clustering = faiss.Clustering(d, nlist)

@@ -74,7 +74,7 @@ class IndexParams:
                                     # (default: the system temp folder; the same disk as the index makes save a rename)
     mapped_max: int | str = "1G"    # resident pages of the mapped vectors kept before they are released (bounds RSS)
     chunk_rows: int = 131_072       # rows read, encoded and written at a time when streaming a build
-    train_max: int | None = None    # vectors sampled to train the coarse and product quantizers (default: 32 x nlist)
+    train_max: int | None = None    # ivfpq_disk: vectors sampled to train its quantizers (default: 40 x nlist)
 
 
 def estimate_memory(kind: str, n: int, d: int, params: IndexParams | None = None, refine: bool = True) -> int:
