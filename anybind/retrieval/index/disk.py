@@ -139,8 +139,11 @@ def build_disk_part(modality: str, source, rows: np.ndarray, params: IndexParams
         for block in source.chunks(params.chunk_rows):
             ids = np.arange(start, start + len(block), dtype=np.int64)
             writer.write(block)
-            keep = ~np.isin(ids, held) if len(held) else slice(None)
-            ivf.add_with_ids(np.ascontiguousarray(block[keep]), ids[keep])
+            keep = ~np.isin(ids, held) if len(held) else None
+            if keep is None or keep.all():
+                ivf.add_with_ids(block, ids)
+            else:
+                ivf.add_with_ids(np.ascontiguousarray(block[keep]), ids[keep])
             if truth is not None:
                 truth.update(block, start, held)
             start += len(block)

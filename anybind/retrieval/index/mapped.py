@@ -109,14 +109,14 @@ class SegmentWriter:
         self.hash = hashlib.sha256()
         self._write(_npy_header(n, d, dtype))
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data) -> None:
         self.hash.update(data)
         self.file.write(data)
 
     def write(self, block: np.ndarray) -> None:
         if block.ndim != 2 or block.shape[1] != self.d or self.written + len(block) > self.n:
             raise ValueError(f"segment of {self.n} x {self.d}: cannot write a {block.shape} block after {self.written} rows")
-        self._write(np.ascontiguousarray(block, dtype=self.dtype).tobytes())
+        self._write(memoryview(np.ascontiguousarray(block, dtype=self.dtype)).cast("B"))
         self.written += len(block)
 
     def close(self) -> Segment:

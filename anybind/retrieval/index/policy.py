@@ -73,7 +73,7 @@ class IndexParams:
     disk_dir: str | None = None     # where a build writes them until Index.save moves them into the index folder
                                     # (default: the system temp folder; the same disk as the index makes save a rename)
     mapped_max: int | str = "1G"    # resident pages of the mapped vectors kept before they are released (bounds RSS)
-    chunk_rows: int = 131_072       # rows read, encoded and written at a time when streaming a build
+    chunk_rows: int = 65_536        # rows read, encoded and written at a time when streaming a build
     train_max: int | None = None    # ivfpq_disk: vectors sampled to train its quantizers (default: 40 x nlist)
 
 
