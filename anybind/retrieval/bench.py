@@ -263,7 +263,6 @@ def main(argv=None) -> dict:
                    "index it from there (anybind.retrieval.bench_stream: collections larger than memory)")
     p.add_argument("--clusters", type=int, default=1000, help="mixture clusters (--stream)")
     p.add_argument("--work-dir", default="bench_stream", help="where --stream writes its store and index (removed after)")
-    p.add_argument("--mapped-max", default=None, help="ivfpq_disk: resident mapped pages before release, e.g. 1G")
     p.add_argument("--out", help="write the results as JSON here")
     a = p.parse_args(argv)
     params = IndexParams()
@@ -274,8 +273,6 @@ def main(argv=None) -> dict:
             setattr(params, name, getattr(a, arg))
     if a.refine is not None:
         params.refine = a.refine == "yes"
-    if a.mapped_max is not None:
-        params.mapped_max = a.mapped_max
     if a.stream:
         return _main_streamed(a, params, argv)
     import faiss

@@ -7,7 +7,7 @@
    the benchmark's queries as it goes, so ground truth needs no second pass over the data;
 2. ``build_index(store, kind=..., memory_budget=...)``: ``auto`` picks ``ivfpq_disk`` once the float32 vectors do
    not fit the budget; the build reads the shards chunk by chunk;
-3. save it, load it back (memory-mapped), then recall@10 and single-query latency (p50 / p99), warm (the
+3. save it, load it back, then recall@10 and single-query latency (p50 / p99), warm (the
    vectors file in the kernel's page cache) and cold (dropped from it first, so every re-ranking read goes to
    disk). Peak RSS of each phase, the index's size on disk and in memory, and the load average beside each.
 """
@@ -170,7 +170,6 @@ def bench_streamed(n: int, d: int = 512, *, kind: str = "auto", memory_budget: s
     best = min(runs, key=lambda r: r["p50"])
     result.update(latency_ms_p50=best["p50"], latency_ms_p99=best["p99"], latency_load=best["load"], latency_runs=runs)
     if cold_queries and getattr(part, "vectors", None) is not None:
-        part.vectors.release()  # unmapped first: the kernel keeps pages a process maps
         _drop_cache([s.path for s in part.vectors.segments])
         lat = _latency(index, q[:cold_queries], k)
         result.update(cold_ms_p50=round(float(np.percentile(lat, 50)), 3), cold_ms_p99=round(float(np.percentile(lat, 99)), 3),

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 class Part:
     """The vectors of one modality: a faiss index or an exact PyTorch matrix, plus their global row numbers.
 
-    ``vectors`` (``ivfpq_disk`` only) holds the memory-mapped vectors that re-rank the IVF-PQ shortlist.
+    ``vectors`` (``ivfpq_disk`` only) reads the vectors on disk that re-rank the IVF-PQ shortlist.
     """
 
     def __init__(self, modality: str, kind: str, backend_name: str, rows: np.ndarray, impl: Any, d: int, settings: dict,

@@ -3,8 +3,8 @@
 ``auto`` picks per modality by size and memory budget: exact search up to ``flat_max`` vectors, HNSW while its
 estimated memory fits the budget (and up to ``hnsw_max``), IVF-PQ with in-memory exact re-ranking while the float32
 vectors fit beside the codes, and beyond that ``ivfpq_disk``: the codes stay in memory and the re-ranking reads
-memory-mapped float16 vectors from disk, so the budget only has to hold the codes and the mapped pages
-(``mapped_max``). Under a budget too small even for that, IVF-PQ codes alone (no re-ranking).
+float16 vectors from disk, so the budget only has to hold the codes. Under a budget too small even for those,
+IVF-PQ codes alone (smaller, no re-ranking).
 """
 
 from __future__ import annotations
@@ -68,17 +68,16 @@ class IndexParams:
     tune_k: int = 10
     tune_vectors: Any = None        # (Q, D) queries to tune on (e.g. another modality's); default: held-out rows
     seed: int = 0
-    # ivfpq_disk: exact re-ranking from memory-mapped vectors on disk
+    # ivfpq_disk: exact re-ranking from vectors on disk
     disk_dtype: str = "float16"     # dtype of the re-ranking vectors on disk (float16 halves the file; scores to ~1e-3)
     disk_dir: str | None = None     # where a build writes them until Index.save moves them into the index folder
                                     # (default: the system temp folder; the same disk as the index makes save a rename)
-    mapped_max: int | str = "1G"    # resident pages of the mapped vectors kept before they are released (bounds RSS)
     chunk_rows: int = 65_536        # rows read, encoded and written at a time when streaming a build
     train_max: int | None = None    # ivfpq_disk: vectors sampled to train its quantizers (default: 40 x nlist)
 
 
 def estimate_memory(kind: str, n: int, d: int, params: IndexParams | None = None, refine: bool = True) -> int:
-    """Approximate resident bytes of an index part (for ``ivfpq_disk``: the codes, ids and the mapped-page cap)."""
+    """Approximate resident bytes of an index part (for ``ivfpq_disk``: its codes and ids; the vectors are on disk)."""
     p = params or IndexParams()
     if kind == "flat":
         return n * d * 4
@@ -91,7 +90,7 @@ def estimate_memory(kind: str, n: int, d: int, params: IndexParams | None = None
     if kind == "ivfpq_disk":
         nlist = p.ivf_nlist or default_nlist(n)
         m = p.pq_m or default_disk_pq_m(d)
-        return n * (m // 2 + 16) + nlist * d * 4 + min(parse_bytes(p.mapped_max) or 0, disk_bytes(n, d, p))
+        return n * (m // 2 + 16) + nlist * d * 4
     raise ValueError(f"unknown index kind {kind!r}; expected one of {KINDS}")
 
 
@@ -117,7 +116,7 @@ def choose_kind(n: int, d: int, memory_budget: int | None = None, params: IndexP
     if estimate_memory("ivfpq", n, d, p, refine=False) > budget:
         log.warning("%d vectors of width %d: even IVF-PQ codes alone (~%.2f GB) exceed the memory budget (%.2f GB); "
                     "building them anyway", n, d, estimate_memory("ivfpq", n, d, p, refine=False) / 2**30, budget / 2**30)
-    return "ivfpq", False  # no room even for ivfpq_disk's mapped pages: the smallest index, codes alone
+    return "ivfpq", False  # no room even for ivfpq_disk's D/4-byte codes: D/8-byte codes alone
 
 
 def resolve_kind(kind: str, n: int, d: int, memory_budget, params: IndexParams | None) -> tuple[str, bool]:

@@ -4,7 +4,7 @@ An interrupted save leaves the previous manifest and every file it lists untouch
 this index listed are ever removed; a folder holding anything else is refused (see :mod:`anybind.io`), and one
 writer at a time holds the folder's lock. ``ivfpq_disk`` parts add their re-ranking vectors, one ``.npy`` file
 per segment, which are moved (not copied) into the folder when the build wrote them on the same disk and are
-memory-mapped again on load.
+read from there again on load.
 """
 
 from __future__ import annotations
@@ -105,9 +105,9 @@ def load_index(path: str | Path, *, verify: bool = True):
             raise CheckpointError(f"index file {f} could not be read: {exc}") from exc
         vectors = None
         if e.get("vectors") is not None:
-            from .disk import MappedVectors
+            from .vectorfile import DiskVectors
 
-            vectors = MappedVectors.load([(checked(s), s) for s in e["vectors"]], d, e.get("settings", {}))
+            vectors = DiskVectors.load([(checked(s), s) for s in e["vectors"]], d)
         part = Part(e["modality"], e["kind"], e["backend"], rows, impl, d, e.get("settings", {}), vectors)
         part.apply_settings()
         if len(part) != e["count"] or (part.backend == "faiss" and impl.ntotal != len(part)) or (

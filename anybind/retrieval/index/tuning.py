@@ -57,15 +57,15 @@ def tune_knob(part, queries: np.ndarray, truth: np.ndarray, knob: str, values: S
 
 
 def tune_refine_depth(part, queries: np.ndarray, truth: np.ndarray, values: Sequence[int], params: IndexParams,
-                      most: int | None = None) -> None:
+                      most: int | None = None, factors: Sequence[float] = (1, 2, 4, 8)) -> None:
     """IVF-PQ + re-ranking: the shortlist depth ``k_factor`` first, at a generous ``nprobe`` (nlist / 8, at most
-    ``most``, so missed lists do not hide a shortlist that is too short): the smallest of k_factor x (1, 2, 4, 8)
+    ``most``, so missed lists do not hide a shortlist that is too short): the smallest of k_factor x ``factors``
     reaching the target."""
     generous = part.settings["nlist"] // 8 if most is None else min(most, part.settings["nlist"] // 8)
     generous = [v for v in values if v <= max(values[0], generous)][-1]
     part.settings["nprobe"] = generous
-    for f in (1, 2, 4, 8):
-        part.settings["k_factor"] = params.k_factor * f
+    for f in factors:
+        part.settings["k_factor"] = int(round(params.k_factor * f))
         if measure(part, queries, truth) >= goal(params):
             break
 
@@ -93,8 +93,9 @@ def tune_part(part, queries: np.ndarray | None, truth: np.ndarray | None, knob: 
         return
     if part.kind == "ivfpq" and part.settings.get("refine"):
         tune_refine_depth(part, queries, truth, values, params)
-    elif part.kind == "ivfpq_disk":  # thousands of lists at millions of vectors: nlist / 8 would scan for minutes
-        tune_refine_depth(part, queries, truth, values, params, most=64)
+    elif part.kind == "ivfpq_disk":  # thousands of lists at millions of vectors: nlist / 8 would scan for minutes;
+        # every shortlisted row is a read from disk, so the depth is tuned in finer steps
+        tune_refine_depth(part, queries, truth, values, params, most=64, factors=(1, 1.5, 2, 3, 4, 5, 6, 8))
     recall = tune_knob(part, queries, truth, knob, values, params)
     if recall < params.target_recall:
         log.warning("%s index of %d vectors (modality %s) reaches recall@%d %.2f at most (target %.2f); the data may be "
