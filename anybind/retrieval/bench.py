@@ -93,9 +93,9 @@ def index_bytes(impl) -> int:
     return impl.ntotal * impl.sa_code_size() if hasattr(impl, "sa_code_size") else 0
 
 
-def sample_vectors(n: int, d: int, dist: str, *, seed: int = 0, clusters: int = 1000, spread: float = 1.0,
-                   chunk: int = 65536) -> np.ndarray:
-    """``(n, d)`` float32 unit vectors; ``mixture``: centre + Gaussian noise of norm ~``spread``; ``uniform``."""
+def iter_sample_vectors(n: int, d: int, dist: str, *, seed: int = 0, clusters: int = 1000, spread: float = 1.0,
+                        chunk: int = 65536):
+    """:func:`sample_vectors` a ``(<= chunk, d)`` block at a time (a collection larger than memory)."""
     rng = np.random.default_rng(seed)
     centres = None
     if dist == "mixture":
@@ -103,13 +103,22 @@ def sample_vectors(n: int, d: int, dist: str, *, seed: int = 0, clusters: int = 
         centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     elif dist != "uniform":
         raise ValueError(f"dist must be 'mixture' or 'uniform', got {dist!r}")
-    out = np.empty((n, d), dtype=np.float32)
     for lo in range(0, n, chunk):
         m = min(chunk, n - lo)
         x = rng.standard_normal((m, d), dtype=np.float32)
         if centres is not None:
             x = centres[rng.integers(0, clusters, m)] + (spread / np.sqrt(d)) * x
-        out[lo:lo + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
+        yield x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def sample_vectors(n: int, d: int, dist: str, *, seed: int = 0, clusters: int = 1000, spread: float = 1.0,
+                   chunk: int = 65536) -> np.ndarray:
+    """``(n, d)`` float32 unit vectors; ``mixture``: centre + Gaussian noise of norm ~``spread``; ``uniform``."""
+    out = np.empty((n, d), dtype=np.float32)
+    at = 0
+    for block in iter_sample_vectors(n, d, dist, seed=seed, clusters=clusters, spread=spread, chunk=chunk):
+        out[at:at + len(block)] = block
+        at += len(block)
     return out
 
 
@@ -234,7 +243,7 @@ def main(argv=None) -> dict:
     p.add_argument("--n", type=int, action="append", help="collection sizes (default 100000)")
     p.add_argument("--d", type=int, default=512)
     p.add_argument("--dist", action="append", choices=["mixture", "uniform"], help="default: mixture and uniform")
-    p.add_argument("--kind", action="append", choices=["auto", "flat", "hnsw", "ivfpq"], help="default: hnsw and ivfpq")
+    p.add_argument("--kind", action="append", choices=["auto", "flat", "hnsw", "ivfpq", "ivfpq_disk"], help="default: hnsw and ivfpq")
     p.add_argument("--queries", type=int, default=1000)
     p.add_argument("--repeats", type=int, default=3, help="timing repeats; the fastest is reported with its load")
     p.add_argument("--threads", type=int, default=2)
@@ -250,6 +259,10 @@ def main(argv=None) -> dict:
     p.add_argument("--k-factor", type=int, default=None)
     p.add_argument("--refine", choices=["yes", "no"], default=None)
     p.add_argument("--target-recall", type=float, default=None)
+    p.add_argument("--stream", action="store_true", help="generate each collection in chunks into a store on disk and "
+                   "index it from there (anybind.retrieval.bench_stream: collections larger than memory)")
+    p.add_argument("--clusters", type=int, default=1000, help="mixture clusters (--stream)")
+    p.add_argument("--work-dir", default="bench_stream", help="where --stream writes its store and index (removed after)")
     p.add_argument("--out", help="write the results as JSON here")
     a = p.parse_args(argv)
     params = IndexParams()
@@ -260,6 +273,8 @@ def main(argv=None) -> dict:
             setattr(params, name, getattr(a, arg))
     if a.refine is not None:
         params.refine = a.refine == "yes"
+    if a.stream:
+        return _main_streamed(a, params, argv)
     import faiss
 
     runs = []
@@ -276,6 +291,22 @@ def main(argv=None) -> dict:
             if a.out:
                 Path(a.out).write_text(json.dumps(report, indent=2) + "\n")
     print("\n".join(markdown_rows(report)))
+    return report
+
+
+def _main_streamed(a, params: IndexParams, argv) -> dict:
+    from .bench_stream import bench_streamed, markdown_row
+
+    report = {"command": "python tools/bench_index.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "params": asdict(params), "runs": []}
+    for n in a.n or [1_000_000]:
+        kind = (a.kind or ["auto"])[0]
+        report["runs"].append(bench_streamed(n, a.d, kind=kind, memory_budget=a.memory_budget or "6G",
+                                             clusters=a.clusters, queries=a.queries, threads=a.threads, repeats=a.repeats,
+                                             work_dir=a.work_dir, params=params, log=lambda s: print(s, flush=True)))
+        if a.out:
+            Path(a.out).write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print("\n".join(markdown_row(r) for r in report["runs"]))
     return report
 
 

@@ -22,8 +22,8 @@ class ModelConfig:
 @dataclass
 class IndexConfig:
     build: bool = True
-    kind: str = "auto"  # auto | flat | hnsw | ivfpq
-    memory_budget: Optional[str] = None  # e.g. "4G"; default: half the machine's memory
+    kind: str = "auto"  # auto | flat | hnsw | ivfpq | ivfpq_disk
+    memory_budget: Optional[str] = None  # e.g. "4G"; default: half the machine's memory; picks the kind
     out: Optional[str] = None  # default: <out>/index
     threads: Optional[int] = None
 

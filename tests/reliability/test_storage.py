@@ -12,7 +12,7 @@ import pytest
 from anybind.errors import CheckpointError
 from anybind.io import LockedError, WriterLock, atomic_write_bytes
 from anybind.retrieval import Index, StoreWriter, build_index, write_store
-from anybind.retrieval import index as index_mod
+from anybind.retrieval.index import storage as index_mod
 
 
 def vectors(n=40, d=16, seed=0):
@@ -61,7 +61,7 @@ def test_resave_removes_only_the_files_its_own_manifest_listed(tmp_path):
     (folder / "my-notes.txt").write_text("a file the user put there later")
     small_index(seed=1).save(folder)
     assert (folder / "my-notes.txt").read_text().startswith("a file")
-    listed = index_mod._listed_files(folder / "index.json")
+    listed = index_mod.listed_files(folder / "index.json")
     stale = first - {"index.json", ".anybind.lock"} - listed
     assert stale and not stale & set(os.listdir(folder))  # the old data files the new manifest dropped went
     got = Index.load(folder)

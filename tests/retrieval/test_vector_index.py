@@ -5,7 +5,7 @@ import pytest
 
 from anybind.errors import CheckpointError
 from anybind.retrieval import Index, IndexParams, build_index, choose_kind, exact_topk, write_store
-from anybind.retrieval import index as index_mod
+from anybind.retrieval.index import backend, policy
 
 
 def unit(rng, n, d=32):
@@ -187,7 +187,7 @@ def test_build_from_stores_merges_them(tmp_path):
 
 
 def test_pytorch_path_when_faiss_is_absent(tmp_path, monkeypatch):
-    monkeypatch.setattr(index_mod, "import_faiss", lambda: None)
+    monkeypatch.setattr(backend, "import_faiss", lambda: None)
     rng = np.random.default_rng(11)
     x = unit(rng, 300)
     idx = build_index(x, meta(200) + meta(100, "audio"), kind="auto")
@@ -216,13 +216,13 @@ def test_tuning_on_given_queries_covers_out_of_distribution_queries():
 def test_auto_kind_at_benchmark_sizes(monkeypatch):
     """512-wide collections under the default budget (half of a 24 GB machine): HNSW up to hnsw_max, then IVF-PQ with
     exact re-ranking (the kind benchmarked at 1M in docs/benchmarks.md); without room for the vectors, no re-ranking."""
-    monkeypatch.setattr(index_mod, "default_memory_budget", lambda: 12 << 30)
+    monkeypatch.setattr(policy, "default_memory_budget", lambda: 12 << 30)
     assert choose_kind(5_000, 512) == ("flat", False)
     assert choose_kind(100_000, 512) == ("hnsw", False)
     assert choose_kind(1_000_000, 512) == ("ivfpq", True)
     assert choose_kind(1_000_000, 512, 1 << 30) == ("ivfpq", False)  # 2 GB of vectors do not fit in 1 GB
     assert choose_kind(1_000_000, 512, params=IndexParams(hnsw_max=2_000_000)) == ("hnsw", False)
-    assert index_mod._resolve_kind("auto", 1_000_000, 512, "12G", None) == ("ivfpq", True)
+    assert policy.resolve_kind("auto", 1_000_000, 512, "12G", None) == ("ivfpq", True)
 
 
 def test_tuned_ivfpq_reranking_survives_save_and_load(tmp_path):
