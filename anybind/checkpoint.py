@@ -69,7 +69,8 @@ def _final_name(pending: Path) -> Path:
 
 def _settle(weights: Path, sidecar: Path) -> None:
     """Finish the commit a killed save made (its sidecar names pending weights); drop pending weights no sidecar
-    names (a save killed before its commit). Only files of the exact pending pattern are touched."""
+    names (a save killed before its commit) and the temp files of a killed save. Only files of the exact pending
+    and temp patterns of this name are touched."""
     try:
         digest = json.loads(sidecar.read_text()).get("sha256") if sidecar.is_file() else None
     except (OSError, ValueError, AttributeError):
@@ -79,6 +80,9 @@ def _settle(weights: Path, sidecar: Path) -> None:
         if p == keep:
             os.replace(p, weights)
         else:
+            p.unlink(missing_ok=True)
+    for name in (weights.name, sidecar.name):  # half-written temp files of a killed save of this name
+        for p in weights.parent.glob(f".{glob.escape(name)}.*.tmp"):
             p.unlink(missing_ok=True)
 
 
@@ -253,6 +257,26 @@ def _encoder_specs(meta: dict, sidecar: Path) -> dict[str, dict]:
     return specs
 
 
+# In-place ops that only change values: on the meta device there are none to change, and some (erfinv_, used by
+# trunc_normal_ initialisation) run slow reference code there, so a meta build skips them.
+_VALUE_OPS = frozenset({"erfinv_", "uniform_", "normal_", "clamp_", "clamp_min_", "clamp_max_", "mul_", "add_",
+                        "sub_", "div_", "fill_", "zero_", "copy_", "exp_", "log_", "sqrt_", "neg_", "abs_",
+                        "bernoulli_", "exponential_", "random_", "trunc_", "fmod_", "addcmul_", "addcdiv_"})
+
+
+def _meta_build():
+    from torch.overrides import TorchFunctionMode
+
+    class SkipValueOps(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if getattr(func, "__name__", "") in _VALUE_OPS and args and isinstance(args[0], torch.Tensor) \
+                    and args[0].is_meta:
+                return args[0]
+            return func(*args, **(kwargs or {}))
+
+    return SkipValueOps()
+
+
 def _build_towers(specs: Mapping[str, dict], sidecar: Path, *, meta_device: bool):
     """The model the sidecar describes (``meta_device``: shapes only, no memory), its builder errors named."""
     import contextlib
@@ -262,7 +286,8 @@ def _build_towers(specs: Mapping[str, dict], sidecar: Path, *, meta_device: bool
     towers = {}
     for m, s in specs.items():
         try:
-            with deferred_weights(), (torch.device("meta") if meta_device else contextlib.nullcontext()):
+            with deferred_weights(), (torch.device("meta") if meta_device else contextlib.nullcontext()), \
+                    (_meta_build() if meta_device else contextlib.nullcontext()):
                 towers[m] = create_model({m: {"name": s["name"], **(s.get("kwargs") or {})}}).encoders[m]
                 if s.get("lora"):  # a LoRA-tuned tower: its adapters are in the weights
                     from .lora import add_lora

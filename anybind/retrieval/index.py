@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 INDEX_FORMAT = "anybind-index"
 INDEX_VERSION = 1
+JOURNAL_NAME = ".index.pending.json"  # the data files a save is writing, until its index.json lists them
 KINDS = ("auto", "flat", "hnsw", "ivfpq")
 
 
@@ -496,25 +497,39 @@ class Index:
         time holds the folder's lock.
         """
         path = Path(path)
-        check_owned_folder(path, "index.json", "index")
+        # a first save killed before its index.json left only files its journal names: the folder is still ours
+        check_owned_folder(path, "index.json", "index", allowed={JOURNAL_NAME, *_claimed(path / JOURNAL_NAME)})
         with WriterLock(path, "index"):
             clean_temp_files(path)
             previous = _listed_files(path / "index.json")
-            names = {"metadata": _write_addressed(path, "metadata", "jsonl",
-                                                  lambda p: Path(p).write_bytes(_jsonl_bytes(self.metadata)))}
+            journal = path / JOURNAL_NAME
+            _drop_uncommitted(path, journal, previous)  # data files of a save killed before its index.json
+            claimed: list[str] = []
+
+            def claim(name: str) -> None:  # noted before the file takes its name, so a killed save leaves no orphan
+                claimed.append(name)
+                atomic_write_json(journal, {"files": claimed})
+
+            def addressed(stem: str, ext: str, write) -> tuple[str, str]:
+                return _write_addressed(path, stem, ext, write, claim)
+
+            names = {"metadata": addressed("metadata", "jsonl", lambda p: Path(p).write_bytes(_jsonl_bytes(self.metadata)))}
             for m, part in self.parts.items():
-                names[f"{m}.rows"] = _write_addressed(path, f"{m}.rows", "npy", lambda p, r=part.rows: _save_npy(p, r))
-                names[m] = _write_addressed(path, f"{m}.{part.kind}", "npy" if part.backend == "torch" else "faiss", part.write)
+                names[f"{m}.rows"] = addressed(f"{m}.rows", "npy", lambda p, r=part.rows: _save_npy(p, r))
+                names[m] = addressed(f"{m}.{part.kind}", "npy" if part.backend == "torch" else "faiss", part.write)
             entry = lambda key: {"name": names[key][0], "sha256": names[key][1]}  # noqa: E731
             parts = [{"modality": m, "kind": p.kind, "backend": p.backend, "count": len(p), "settings": p.settings,
                       "rows": entry(f"{m}.rows"), "data": entry(m)} for m, p in self.parts.items()]
             manifest = {"format": INDEX_FORMAT, "version": INDEX_VERSION, "embed_dim": self.embed_dim,
                         "metric": "inner_product", "count": len(self), "info": self.info, "parts": parts,
                         "metadata": entry("metadata")}
-            atomic_write_json(path / "index.json", manifest)
             listed = {n for n, _ in names.values()}
-            for name in previous - listed:  # files of the earlier save that the new manifest no longer lists
+            # the earlier save's files the new manifest no longer lists: noted, then removed once it is committed
+            atomic_write_json(journal, {"files": claimed, "drop": sorted(previous - listed)})
+            atomic_write_json(path / "index.json", manifest)  # the commit
+            for name in previous - listed:
                 (path / name).unlink(missing_ok=True)
+            journal.unlink(missing_ok=True)
         return path
 
     @classmethod
@@ -580,13 +595,33 @@ def _listed_files(manifest_path: Path) -> set[str]:
     return {n for n in names if Path(n).name == n and n not in ("index.json", ".anybind.lock")}
 
 
+def _claimed(journal: Path) -> set[str]:
+    """The plain file names an index save's journal names: the files it wrote and the earlier files it was about to
+    remove (none when there is no readable journal). Those the manifest lists are never removed."""
+    try:
+        entry = json.loads(journal.read_text())
+        claimed = [*(entry.get("files") or []), *(entry.get("drop") or [])]
+    except (OSError, ValueError, AttributeError, TypeError):
+        return set()
+    return {n for n in map(str, claimed) if Path(n).name == n and n not in ("index.json", JOURNAL_NAME, ".anybind.lock")}
+
+
+def _drop_uncommitted(folder: Path, journal: Path, listed: set[str]) -> None:
+    """Remove the files an interrupted save named in its journal that the manifest does not list: what it wrote
+    before it was killed ahead of its commit, or the earlier files it had not yet removed after it."""
+    for name in _claimed(journal) - listed:
+        (folder / name).unlink(missing_ok=True)
+    journal.unlink(missing_ok=True)
+
+
 def _save_npy(path: str, array: np.ndarray) -> None:
     with open(path, "wb") as f:  # a file object: np.save would append ".npy" to a path
         np.save(f, array, allow_pickle=False)
 
 
-def _write_addressed(folder: Path, stem: str, ext: str, write) -> tuple[str, str]:
-    """``write(tmp_path)``, fsync, then rename to ``<stem>.<sha256[:12]>.<ext>``; returns ``(name, sha256)``."""
+def _write_addressed(folder: Path, stem: str, ext: str, write, claim=None) -> tuple[str, str]:
+    """``write(tmp_path)``, fsync, ``claim(name)``, then rename to ``name = <stem>.<sha256[:12]>.<ext>``; returns
+    ``(name, sha256)``."""
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{stem}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -595,6 +630,8 @@ def _write_addressed(folder: Path, stem: str, ext: str, write) -> tuple[str, str
             os.fsync(f.fileno())
         digest = sha256_file(tmp)
         name = f"{stem}.{digest[:12]}.{ext}"
+        if claim is not None:
+            claim(name)
         os.replace(tmp, folder / name)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -186,6 +186,7 @@ class CheckpointManager:
 
         self.dir.mkdir(parents=True, exist_ok=True)
         self._clean_interrupted()
+        self._make_links()
         name = self._fresh_name(step)
         final, tmp = self.dir / name, self.dir / f".{name}.tmp"
         tmp.mkdir()
@@ -195,15 +196,28 @@ class CheckpointManager:
         os.rename(tmp, final)  # complete; not yet published
         fsync_dir(self.dir)
         self._check(final)
-        _replace_link(self.dir / "last", name)  # the commit
+        _replace_link(self.dir / "last", name)  # the commit: every published name now leads to the new step
         fsync_dir(self.dir)
-        for link, target in LINKS.items():  # fixed links through `last` (made once; replace a legacy file pair)
+        if (self.dir / "latest.json").exists():  # the pointer of earlier versions, superseded by `last`
+            (self.dir / "latest.json").unlink()
+        self._prune(keep=name)
+        return final
+
+    def _make_links(self) -> None:
+        """The fixed links through ``last``, made before the first commit so that one switch publishes all names.
+        A run of the earlier layout (``latest.json`` + a ``last.*`` file pair) first gets ``last`` on the step its
+        ``latest.json`` names, so its names keep leading to that checkpoint while they become links."""
+        last = self.dir / "last"
+        if not last.is_symlink() and not last.exists() and (self.dir / "latest.json").exists():
+            try:
+                _replace_link(last, self.latest().name)
+            except (CheckpointError, AttributeError) as exc:
+                log.warning("not carrying the earlier pointer %s over: %s", self.dir / "latest.json", exc)
+        for link, target in LINKS.items():
             p = self.dir / link
             if not (p.is_symlink() and os.readlink(p) == target):
                 _replace_link(p, target)
-        (self.dir / "latest.json").unlink(missing_ok=True)  # the pointer of earlier versions, superseded by `last`
-        self._prune(keep=name)
-        return final
+        fsync_dir(self.dir)
 
     def _check(self, step_dir: Path) -> None:
         """A step directory is complete: both sidecars hold a digest and both weight files a readable header."""
