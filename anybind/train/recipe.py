@@ -411,8 +411,11 @@ def _run(cfg: DictConfig, device: torch.device, run_dir: str | Path | None) -> R
     run_dir = _run_dir(cfg, run_dir)
     # One training run per run directory: rank 0 holds its lock (an OS lock that dies with the process), so a
     # second anybind-train into the same directory fails at once, naming the holder's PID.
-    lock = WriterLock(run_dir, "training run directory").acquire() if rank == 0 else None
-    if lock is not None:
+    early = _EARLY_LOCKS.get(run_dir.resolve()) if rank == 0 else None  # taken by main() before Hydra wrote there
+    lock = None
+    if rank == 0 and early is None:
+        lock = WriterLock(run_dir, "training run directory").acquire()
+    if rank == 0:
         clean_temp_files(run_dir)  # what a killed run left half-written (config.yaml, metrics.json temp files)
     handler = _attach_log_file(run_dir) if rank == 0 else None
     if rank != 0:
@@ -498,9 +501,27 @@ def _hydra_app():
     return app
 
 
+_EARLY_LOCKS: dict[Path, WriterLock] = {}
+
+
+def _lock_named_run_dir(argv: Sequence[str]) -> None:
+    """An explicit ``hydra.run.dir=DIR`` is locked before Hydra writes its ``.hydra/`` files there, so a second
+    anybind-train into a directory that a running one holds changes nothing in it."""
+    dirs = [a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")]
+    if not dirs or "${" in dirs[-1] or any(a in ("-m", "--multirun") for a in argv) or dist.env_rank() > 0:
+        return
+    run_dir = Path(dirs[-1]).expanduser().resolve()
+    try:
+        _EARLY_LOCKS[run_dir] = WriterLock(run_dir, "training run directory").acquire()
+    except AnybindError as exc:
+        print(f"anybind-train: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def main() -> None:
     """``anybind-train``: the Hydra entry point (single process, multirun sweeps, or one torchrun rank)."""
     register_configs()
+    _lock_named_run_dir(sys.argv[1:])
     if dist.env_world_size() > 1 and dist.env_rank() > 0:
         # Only rank 0 creates the run directory; this rank gets its path by broadcast once the group is up.
         extra = ["hydra.output_subdir=null", "hydra/job_logging=stdout"]
