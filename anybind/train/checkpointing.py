@@ -127,7 +127,7 @@ def restore_rng(state: dict) -> None:
 
 
 _STEP = re.compile(r"step_(\d{6,})(?:\.(\d+))?")
-LINKS = {"last.json": "last/model.json", "last.safetensors": "last/model.safetensors"}  # switched first to last
+LINKS = {"last.json": "last/model.json", "last.safetensors": "last/model.safetensors"}  # fixed, through `last`
 
 
 def _step_key(name: str) -> tuple[int, int] | None:
@@ -211,7 +211,7 @@ class CheckpointManager:
         if not last.is_symlink() and not last.exists() and (self.dir / "latest.json").exists():
             try:
                 _replace_link(last, self.latest().name)
-            except (CheckpointError, AttributeError) as exc:
+            except CheckpointError as exc:  # a damaged or dangling earlier pointer: the new save replaces it
                 log.warning("not carrying the earlier pointer %s over: %s", self.dir / "latest.json", exc)
         for link, target in LINKS.items():
             p = self.dir / link
