@@ -22,6 +22,7 @@ extractor fails naming the missing file.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 from pathlib import Path
@@ -33,6 +34,7 @@ from torch import nn
 
 from anybind.data.hf import load_feature_extractor, load_tokenizer, model_folder, require_transformers
 from anybind.errors import CheckpointError
+from anybind.pretrained.weights import params_on_meta, weights_deferred
 from anybind.registry import register_encoder
 
 POOLING_MODES = ("cls", "mean", "max", "mean_sqrt_len", "pooler")
@@ -166,6 +168,11 @@ def _has_pooler(model: nn.Module) -> bool:
 def _load_model(folder: Path, modality: str) -> nn.Module:
     transformers = require_transformers()
     try:
+        if weights_deferred():  # anybind.load supplies every tensor: the architecture only, parameters on meta
+            config = transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True)
+            on_meta = torch.empty(0).is_meta  # already inside a meta-device build (checking a sidecar)
+            with contextlib.nullcontext() if on_meta else params_on_meta():
+                return transformers.AutoModel.from_config(config).eval()
         model = transformers.AutoModel.from_pretrained(str(folder), local_files_only=True)
     except Exception as exc:
         raise CheckpointError(f"hf_{modality}: the model in {folder} could not be loaded (config.json and weights "

@@ -102,7 +102,7 @@ def runs(tmp_path_factory):
     legacy = copy_folder(one, root / "legacy")
     ck = legacy / "checkpoints"
     for link in ("last", "last.json", "last.safetensors"):
-        (ck / link).unlink()
+        (ck / link).unlink(missing_ok=True)
     shutil.copyfile(ck / "step_000001" / "model.safetensors", ck / "last.safetensors")
     shutil.copyfile(ck / "step_000001" / "model.json", ck / "last.json")
     (ck / "latest.json").write_text(json.dumps({"step": 1, "path": "step_000001"}))
