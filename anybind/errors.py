@@ -40,3 +40,33 @@ class CheckpointError(AnybindError, RuntimeError):
 
 class ContractError(AnybindError, ValueError):
     """An input contract a transform factory cannot use: a missing or unknown key, or a value of the wrong kind."""
+
+
+class ShapeMismatchError(CheckpointError):
+    """A checkpoint tensor's shape differs from the one its sidecar's model has (``file``, ``tensor``, ``expected``
+    (the model's shape), ``found`` (the file's))."""
+
+    def __init__(self, file: str | Path, tensor: str, expected: tuple, found: tuple, detail: str = ""):
+        self.file, self.tensor, self.expected, self.found = str(file), tensor, tuple(expected), tuple(found)
+        super().__init__(f"checkpoint {self.file}: tensor {tensor!r} has shape {self.found} in the file but the model "
+                         f"its sidecar describes expects {self.expected}{detail}")
+
+    def __reduce__(self):
+        return (type(self), (self.file, self.tensor, self.expected, self.found))
+
+
+def torch_load_problem(exc: BaseException) -> str:
+    """``torch.load(weights_only=True)``'s error in one line, without torch's advice to retry with
+    ``weights_only=False``: that would run code from the file, which anybind never does."""
+    text = str(exc)
+    if "Weights only load failed" not in text:
+        return f"{type(exc).__name__}: {text.strip().splitlines()[0] if text.strip() else ''}".rstrip(": ")
+    import re
+
+    text = re.sub(r"\033\[[0-9;]*m", "", text).replace("WeightsUnpickler error:", "\n")
+    advice = ("weights only load failed", "weights_only", "safe_globals", "trust", "documentation", "file an issue",
+              "two options", "alternatively", "pytorch 2.6", "arbitrary code")
+    parts = [p.strip(" .:\t") for line in text.splitlines() for p in re.split(r"(?<=\.)\s+", line)]
+    kept = [p for p in parts if p and not any(a in p.lower() for a in advice)]
+    detail = "; ".join(kept) or "an object type outside plain tensors and containers"
+    return f"not a plain tensor file that loads without running code ({detail})"

@@ -105,6 +105,50 @@ class Modality:
         return item, f"<{self.name} {type(item).__name__}>"
 
 
+# The largest value an input contract may hold, per key. A contract sizes every item's tensor (and sidecars drive
+# contracts), so an absurd value would make each item allocate gigabytes; these caps sit far above every released
+# model (ImageBind: 224 px, 204 frames, 2 frames per clip; AST: 1024 frames; Point-BERT: 8192 points).
+CONTRACT_BOUNDS: dict[str, int | float] = {
+    "image_size": 4096, "frames": 256, "clips": 64, "spatial_crops": 16, "sample_rate": 192_000,
+    "num_mel_bins": 512, "target_length": 8192, "clip_duration": 60.0, "num_points": 1 << 20, "min_points": 1 << 20,
+    "context_length": 32768, "channels": 64, "window": 1 << 16, "length": 1 << 20,
+}
+MAX_ITEM_ELEMENTS = 1 << 28  # one item's tensor (clips x channels x frames x size x size ...): 1 GiB of float32
+
+
+def check_contract_bounds(contract: Any, where: str) -> dict:
+    """Refuse an input contract whose numbers exceed :data:`CONTRACT_BOUNDS`, or whose items would exceed
+    :data:`MAX_ITEM_ELEMENTS` elements, with a :class:`~anybind.errors.ContractError` naming ``where`` (e.g. the
+    checkpoint and tower), the key, the value and the bound. Returns the contract as a plain dict."""
+    from .errors import ContractError
+
+    if not isinstance(contract, dict):
+        raise ContractError(f"{where}: the input contract must be a mapping, got {type(contract).__name__}")
+    for key, bound in CONTRACT_BOUNDS.items():
+        value = contract.get(key)
+        if value is None or isinstance(value, bool):
+            continue
+        if not isinstance(value, (int, float)) or not (0 <= value <= bound):
+            raise ContractError(f"{where}: input contract {key}={value!r} is outside 0..{bound} (no model needs more; "
+                                "the contract is damaged or hostile)")
+    clips = int(contract.get("clips") or 1) * int(contract.get("spatial_crops") or 1)
+    size, frames = int(contract.get("image_size") or 0), int(contract.get("frames") or 1)
+    tensors = {  # what one item decodes to, per kind of contract
+        "pixels": (clips, 3, frames, size, size) if size else (),
+        "log-mel values": (clips, int(contract.get("num_mel_bins") or 0), int(contract.get("target_length") or 0)),
+        "waveform samples": (clips, int((contract.get("sample_rate") or 0) * (contract.get("clip_duration") or 0))),
+        "point values": (int(contract.get("num_points") or 0), int(contract.get("channels") or 3)),
+    }
+    for what, shape in tensors.items():
+        elements = 1
+        for n in shape:
+            elements *= n
+        if shape and elements > MAX_ITEM_ELEMENTS:
+            raise ContractError(f"{where}: the input contract makes every item {' x '.join(map(str, shape))} = "
+                                f"{elements:,} {what}, over the {MAX_ITEM_ELEMENTS:,} an item may hold")
+    return dict(contract)
+
+
 _MODALITIES: dict[str, Modality] = {}
 
 

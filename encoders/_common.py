@@ -12,7 +12,7 @@ from typing import Callable, Mapping
 import torch
 from torch import nn
 
-from anybind.errors import CheckpointError
+from anybind.errors import CheckpointError, torch_load_problem
 
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
@@ -55,7 +55,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"pretrained weights {path} could not be read: {type(exc).__name__}: {exc}") from exc
+        raise CheckpointError(f"pretrained weights {path} could not be read: {torch_load_problem(exc)}") from exc
     for key in ("state_dict", "model", "module"):
         if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
             state = state[key]

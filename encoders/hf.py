@@ -22,6 +22,7 @@ extractor fails naming the missing file.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 from pathlib import Path
@@ -169,9 +170,10 @@ def _load_model(folder: Path, modality: str) -> nn.Module:
     architecture, on the meta device, from ``config.json``: the checkpoint supplies every tensor."""
     transformers = require_transformers()
     try:
-        if weights_deferred():
+        if weights_deferred():  # anybind.load supplies every tensor: the architecture only, parameters on meta
             config = transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True)
-            with params_on_meta():
+            on_meta = torch.empty(0).is_meta  # already inside a meta-device build (checking a sidecar)
+            with contextlib.nullcontext() if on_meta else params_on_meta():
                 return transformers.AutoModel.from_config(config).eval()
         model = transformers.AutoModel.from_pretrained(str(folder), local_files_only=True)
     except Exception as exc:

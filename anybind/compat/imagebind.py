@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, torch_load_problem
 from ..model import AnyBindModel
 from ..registry import create_encoder
 
@@ -215,7 +215,7 @@ def _read_state_dict(path: str | Path, mmap: bool) -> dict[str, torch.Tensor]:
             if use_mmap and "mmap" in str(exc):  # a legacy (non-zip) file: read it into memory instead
                 log.warning("%s cannot be memory-mapped; reading it into memory", path)
                 return read(False)
-            raise CheckpointError(f"ImageBind checkpoint {path} could not be read: {exc}") from exc
+            raise CheckpointError(f"ImageBind checkpoint {path} could not be read: {torch_load_problem(exc)}") from exc
 
     state = read(mmap)
     for wrapper in ("state_dict", "model"):

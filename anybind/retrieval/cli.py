@@ -78,7 +78,13 @@ def _hydra_main(config_name: str, fn):
     def main(cfg) -> None:
         from hydra.core.hydra_config import HydraConfig
 
-        fn(cfg, HydraConfig.get().runtime.output_dir)
+        from ..errors import AnybindError
+
+        try:
+            fn(cfg, HydraConfig.get().runtime.output_dir)
+        except AnybindError as exc:  # a damaged checkpoint, a locked store, a bad input: one line, exit 2
+            print(f"anybind-{'embed' if config_name == 'embed' else 'eval'}: error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
 
     main()
 

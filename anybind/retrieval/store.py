@@ -120,10 +120,14 @@ class StoreWriter:
         if not shared:  # alone in the folder: what a killed writer left half-written goes
             clean_temp_files(self.path)
             clean_temp_files(self.path / "shards")
-        if overwrite and info_path.exists():  # only a folder anybind wrote as a store is emptied
+        if info_path.exists() and (overwrite or _read_info(info_path).get("rewriting")):
+            # Only a folder anybind wrote as a store is emptied. It is marked first (one atomic write), so a kill
+            # while its shards go leaves a store that refuses to open, never a mix of old and new rows; the next
+            # writer finishes the emptying.
+            atomic_write_json(info_path, {**_read_info(info_path), "rewriting": True})
             shutil.rmtree(self.path / "shards", ignore_errors=True)
-            info_path.unlink(missing_ok=True)
             (self.path / "errors.jsonl").unlink(missing_ok=True)
+            info_path.unlink()
         if info_path.exists():
             info = _read_info(info_path)
             if info["embed_dim"] != self.embed_dim:
@@ -236,6 +240,9 @@ class EmbeddingStore:
         if not info_path.exists():
             raise CheckpointError(f"{path} is not an embedding store: {info_path.name} is missing")
         info = _read_info(info_path)
+        if info.get("rewriting"):
+            raise CheckpointError(f"embedding store {path} was being rewritten (overwrite=True) when its writer "
+                                  "stopped; its old rows are gone: embed into it again")
         shards = [_load_shard(p) for p in sorted((path / "shards").glob("*.done.json"))]
         if verify:
             for s in shards:

@@ -4,11 +4,15 @@ Layout inside a run directory::
 
     checkpoints/step_000500/model.safetensors + model.json   the model (anybind.load works on it)
     checkpoints/step_000500/state.safetensors + state.json   optimizer, scheduler, scaler, loss, RNGs, data position
-    checkpoints/last.safetensors + last.json                  the newest model (hard links into the newest step)
-    checkpoints/latest.json                                   {"step": 500, "path": "step_000500"}, written last
+    checkpoints/last -> step_000500                           THE pointer: a link to the newest complete step
+    checkpoints/last.safetensors -> last/model.safetensors    fixed links through it, for anybind.load(".../last")
+    checkpoints/last.json -> last/model.json                  and for tools that want a file
 
-A step directory is written under a temporary name and renamed when complete; ``latest.json`` is replaced
-atomically afterwards, so a run killed at any instant resumes from a complete checkpoint.
+A save writes a new step directory under a temporary name (a second save of one step gets a fresh name such as
+``step_000500.1``: a published directory is never rewritten), renames it, checks it, and only then switches
+``last`` with one atomic ``os.replace``; older step directories are deleted after that. So ``last`` (and every name
+reached through it) always leads to a complete checkpoint, whatever instant a run is killed at; a run killed before
+its first save has no ``last``. ``resume=latest`` follows ``last`` of the run's own directory only.
 
 The state file stores every tensor in safetensors and everything else as JSON (a tree where tensors are replaced
 by ``{"__tensor__": key}``, tuples by ``{"__tuple__": [...]}`` and integer dict keys by ``{"__intkeys__": {...}}``).
@@ -17,8 +21,10 @@ by ``{"__tensor__": key}``, tuples by ``{"__tuple__": [...]}`` and integer dict 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -26,8 +32,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checkpoint import atomic_write_json, load_tensors, save_tensors
+from ..checkpoint import load_tensors, read_sidecar, save_tensors, tensor_shapes
 from ..errors import CheckpointError
+from ..io import clean_temp_files, fsync_dir
+
+log = logging.getLogger(__name__)
 
 STATE_KIND = "train_state"
 
@@ -56,17 +65,24 @@ def _flatten(obj: Any, tensors: dict[str, torch.Tensor], path: str) -> Any:
     raise TypeError(f"training state value of type {type(obj).__name__} at {path!r} cannot be saved")
 
 
-def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+def _unflatten(obj: Any, tensors: dict[str, torch.Tensor], source: str = "training state") -> Any:
     if isinstance(obj, dict):
         if set(obj) == {"__tensor__"}:
-            return tensors[obj["__tensor__"]]
+            key = obj["__tensor__"]
+            if not isinstance(key, str) or key not in tensors:
+                raise CheckpointError(f"{source} names tensor {key!r}, which its .safetensors file does not hold "
+                                      f"({len(tensors)} tensors there); the state file is damaged")
+            return tensors[key]
         if set(obj) == {"__tuple__"}:
-            return tuple(_unflatten(v, tensors) for v in obj["__tuple__"])
+            return tuple(_unflatten(v, tensors, source) for v in obj["__tuple__"])
         if set(obj) == {"__intkeys__"}:
-            return {int(k): _unflatten(v, tensors) for k, v in obj["__intkeys__"].items()}
-        return {k: _unflatten(v, tensors) for k, v in obj.items()}
+            try:
+                return {int(k): _unflatten(v, tensors, source) for k, v in obj["__intkeys__"].items()}
+            except (AttributeError, ValueError):
+                raise CheckpointError(f"{source}: an integer-keyed mapping has keys that are not integers") from None
+        return {k: _unflatten(v, tensors, source) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_unflatten(v, tensors) for v in obj]
+        return [_unflatten(v, tensors, source) for v in obj]
     return obj
 
 
@@ -79,9 +95,12 @@ def save_state(path: str | Path, state: dict) -> None:
 
 def load_state(path: str | Path) -> dict:
     tensors, meta = load_tensors(path)
+    sidecar = Path(path).with_suffix(".json") if Path(path).suffix != ".json" else Path(path)
     if meta.get("kind") != STATE_KIND:
-        raise CheckpointError(f"{path} is not a training-state file (kind={meta.get('kind')!r})")
-    return _unflatten(meta["tree"], tensors)
+        raise CheckpointError(f"{sidecar} is not a training-state file (kind={meta.get('kind')!r})")
+    if not isinstance(meta.get("tree"), dict):
+        raise CheckpointError(f"training state {sidecar} holds no state tree (key 'tree'); the file is damaged")
+    return _unflatten(meta["tree"], tensors, f"training state {sidecar}")
 
 
 def capture_rng() -> dict:
@@ -107,18 +126,29 @@ def restore_rng(state: dict) -> None:
         torch.cuda.set_rng_state_all([s.to(torch.uint8) for s in state["cuda"]])
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f".{dst.name}.tmp")
+_STEP = re.compile(r"step_(\d{6,})(?:\.(\d+))?")
+LINKS = {"last.json": "last/model.json", "last.safetensors": "last/model.safetensors"}  # fixed, through `last`
+
+
+def _step_key(name: str) -> tuple[int, int] | None:
+    m = _STEP.fullmatch(name)
+    return (int(m.group(1)), int(m.group(2) or 0)) if m else None
+
+
+def _replace_link(link: Path, target: str) -> None:
+    """Point ``link`` at ``target`` (relative) with one atomic replace; readers see the old target or the new."""
+    tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
+    os.symlink(target, tmp)
     try:
-        os.link(src, tmp)
-    except OSError:  # file systems without hard links
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+        os.replace(tmp, link)
+    except IsADirectoryError:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"{link} is a folder, not anybind's checkpoint link; move it away") from None
 
 
 class CheckpointManager:
-    """Writes, lists and prunes the step checkpoints of one run directory (call on rank 0 only)."""
+    """Writes, lists and prunes the step checkpoints of one run directory (call :meth:`save` on rank 0 only)."""
 
     def __init__(self, run_dir: str | Path, keep_last: int = 2):
         self.dir = Path(run_dir) / "checkpoints"
@@ -128,63 +158,125 @@ class CheckpointManager:
     def last_model(self) -> Path:
         return self.dir / "last.safetensors"
 
+    def steps(self) -> list[Path]:
+        """The step directories, oldest first (by step, then by re-save number)."""
+        found = [p for p in self.dir.iterdir() if _step_key(p.name) and p.is_dir() and not p.is_symlink()] \
+            if self.dir.is_dir() else []
+        return sorted(found, key=lambda p: _step_key(p.name))
+
+    def _fresh_name(self, step: int) -> str:
+        name, n = f"step_{step:06d}", 0
+        while (self.dir / name).exists() or (self.dir / f".{name}.tmp").exists():
+            n += 1
+            name = f"step_{step:06d}.{n}"
+        return name
+
+    def _clean_interrupted(self) -> None:
+        """What a killed save left: its temporary step directory and link; temp files of its atomic writes."""
+        for p in self.dir.glob(".step_*.tmp"):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+        for p in self.dir.glob(".last*.tmp"):
+            if p.is_symlink():
+                p.unlink(missing_ok=True)
+        clean_temp_files(self.dir)
+
     def save(self, step: int, model, state: dict, *, config: dict | None = None, extra: dict | None = None) -> Path:
         from ..checkpoint import save_model
 
-        name = f"step_{step:06d}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._clean_interrupted()
+        self._make_links()
+        name = self._fresh_name(step)
         final, tmp = self.dir / name, self.dir / f".{name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        tmp.mkdir()
         save_model(tmp / "model", model, config=config, extra=extra)
         save_state(tmp / "state", state)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        _link_or_copy(final / "model.safetensors", self.dir / "last.safetensors")
-        _link_or_copy(final / "model.json", self.dir / "last.json")
-        atomic_write_json(self.dir / "latest.json", {"step": step, "path": name})
+        fsync_dir(tmp)
+        os.rename(tmp, final)  # complete; not yet published
+        fsync_dir(self.dir)
+        self._check(final)
+        _replace_link(self.dir / "last", name)  # the commit: every published name now leads to the new step
+        fsync_dir(self.dir)
+        if (self.dir / "latest.json").exists():  # the pointer of earlier versions, superseded by `last`
+            (self.dir / "latest.json").unlink()
         self._prune(keep=name)
         return final
 
+    def _make_links(self) -> None:
+        """The fixed links through ``last``, made before the first commit so that one switch publishes all names.
+        A run of the earlier layout (``latest.json`` + a ``last.*`` file pair) first gets ``last`` on the step its
+        ``latest.json`` names, so its names keep leading to that checkpoint while they become links."""
+        last = self.dir / "last"
+        if not last.is_symlink() and not last.exists() and (self.dir / "latest.json").exists():
+            try:
+                _replace_link(last, self.latest().name)
+            except CheckpointError as exc:  # a damaged or dangling earlier pointer: the new save replaces it
+                log.warning("not carrying the earlier pointer %s over: %s", self.dir / "latest.json", exc)
+        for link, target in LINKS.items():
+            p = self.dir / link
+            if not (p.is_symlink() and os.readlink(p) == target):
+                _replace_link(p, target)
+        fsync_dir(self.dir)
+
+    def _check(self, step_dir: Path) -> None:
+        """A step directory is complete: both sidecars hold a digest and both weight files a readable header."""
+        for part in ("model", "state"):
+            weights, _, _ = read_sidecar(step_dir / part)
+            tensor_shapes(weights)
+
     def _prune(self, keep: str) -> None:
-        steps = sorted(p for p in self.dir.glob("step_*") if p.is_dir())
-        for old in steps[:-self.keep_last]:
-            if old.name != keep:
-                shutil.rmtree(old, ignore_errors=True)
+        steps = [p for p in self.steps() if p.name != keep]
+        for old in steps[:len(steps) - (self.keep_last - 1)]:
+            shutil.rmtree(old, ignore_errors=True)
 
     def latest(self) -> Path | None:
-        pointer = self.dir / "latest.json"
-        if not pointer.exists():
-            return None
-        try:
-            path = self.dir / json.loads(pointer.read_text())["path"]
-        except (json.JSONDecodeError, KeyError) as exc:
-            raise CheckpointError(f"{pointer} is damaged: {exc}") from exc
-        return path if (path / "state.json").exists() else None
+        """The step directory ``last`` points to; ``None`` before the first save. A pointer that leads outside
+        this run's checkpoints or to an incomplete step raises."""
+        link = self.dir / "last"
+        if link.is_symlink():
+            return self._target(link, os.readlink(link))
+        if link.exists():
+            raise CheckpointError(f"{link} is not anybind's checkpoint link (a link to a step directory); move it away")
+        legacy = self.dir / "latest.json"  # runs written by earlier versions
+        if legacy.exists():
+            try:
+                target = json.loads(legacy.read_text())["path"]
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise CheckpointError(f"{legacy} is damaged: {exc}") from exc
+            return self._target(legacy, target)
+        return None
+
+    def _target(self, pointer: Path, target: Any) -> Path:
+        if not isinstance(target, str) or _step_key(target) is None:
+            raise CheckpointError(f"{pointer} points to {target!r}: a checkpoint pointer names a step directory of "
+                                  f"its own run ({self.dir}/step_NNNNNN), never a path elsewhere")
+        path = self.dir / target
+        missing = [f for f in ("model.json", "model.safetensors", "state.json", "state.safetensors")
+                   if not (path / f).exists()]
+        if missing:
+            raise CheckpointError(f"{pointer} points to {path}, which lacks {', '.join(missing)}; give "
+                                  f"resume=<a complete step directory> (found: {[p.name for p in self.steps()]})")
+        return path
 
 
 def find_resume_checkpoint(resume: str, run_dir: str | Path) -> Path | None:
     """The step directory to resume from.
 
-    ``resume="latest"``: the newest checkpoint of ``run_dir``; if it has none, the newest among the sibling runs
-    (``runs/<name>/*``: Hydra gives every launch a fresh time-stamped directory). Otherwise ``resume`` is a step
-    directory, a ``checkpoints`` directory or a run directory. ``None`` when ``latest`` finds nothing (a fresh
-    start); an explicit path that holds no checkpoint raises.
+    ``resume="latest"``: the newest checkpoint of ``run_dir`` itself (``None`` when it has none: a fresh start;
+    another run's checkpoints are never picked up). Otherwise ``resume`` is a step directory, a ``checkpoints``
+    directory or a run directory, and one holding no checkpoint raises.
     """
     run_dir = Path(run_dir)
     if resume == "latest":
-        own = CheckpointManager(run_dir).latest()
-        if own is not None:
-            return own
-        found = [c for c in (CheckpointManager(d).latest() for d in run_dir.parent.iterdir() if d.is_dir() and d != run_dir)
-                 if c is not None] if run_dir.parent.is_dir() else []
-        return max(found, key=lambda c: (c / "state.json").stat().st_mtime) if found else None
+        return CheckpointManager(run_dir).latest()
     p = Path(resume).expanduser()
     if (p / "state.json").exists():
-        return p
-    for cand in (p, p / "checkpoints"):
-        if (cand / "latest.json").exists():
-            latest = CheckpointManager(cand.parent if cand.name == "checkpoints" else cand).latest()
+        return p.resolve() if p.is_symlink() else p
+    for run in (p.parent if p.name == "checkpoints" else None, p):
+        if run is not None and (run / "checkpoints").is_dir():
+            latest = CheckpointManager(run).latest()
             if latest is not None:
                 return latest
     raise CheckpointError(f"resume={resume!r}: no training checkpoint there (expected a step directory with "
-                          f"state.json, or a run directory with checkpoints/latest.json)")
+                          f"state.json, or a run directory with checkpoints/last)")

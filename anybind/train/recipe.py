@@ -28,7 +28,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..checkpoint import atomic_write_bytes, load_tensors
-from ..errors import CheckpointError
+from ..errors import AnybindError, CheckpointError
+from ..io import WriterLock, clean_temp_files
 from . import dist
 from .config import TrainConfig, register_configs
 
@@ -424,6 +425,14 @@ def _run(cfg: DictConfig, device: torch.device, run_dir: str | Path | None) -> R
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
     run_dir = _run_dir(cfg, run_dir)
+    # One training run per run directory: rank 0 holds its lock (an OS lock that dies with the process), so a
+    # second anybind-train into the same directory fails at once, naming the holder's PID.
+    early = _EARLY_LOCKS.get(run_dir.resolve()) if rank == 0 else None  # taken by main() before Hydra wrote there
+    lock = None
+    if rank == 0 and early is None:
+        lock = WriterLock(run_dir, "training run directory").acquire()
+    if rank == 0:
+        clean_temp_files(run_dir)  # what a killed run left half-written (config.yaml, metrics.json temp files)
     handler = _attach_log_file(run_dir) if rank == 0 else None
     if rank != 0:
         logging.getLogger("anybind").setLevel(logging.WARNING)
@@ -456,14 +465,20 @@ def _run(cfg: DictConfig, device: torch.device, run_dir: str | Path | None) -> R
             from .checkpointing import find_resume_checkpoint
 
             resume_from = dist.broadcast_object(find_resume_checkpoint(cfg.resume, run_dir) if rank == 0 else None)
-            if resume_from is None:
-                log.info("resume=%s: no checkpoint yet, starting fresh", cfg.resume)
+            if resume_from is not None:
+                log.info("resume=%s: continuing from %s", cfg.resume, resume_from)
+            else:  # only "latest" may find nothing; it never looks at other runs
+                log.info("resume=latest: %s has no checkpoint yet; starting from step 0 (resume=latest only "
+                         "continues this run directory; give resume=<run or step directory> to continue another)",
+                         run_dir / "checkpoints")
         metrics = trainer.fit(resume_from)
         return RunResult(run_dir, trainer.ckpt.last_model, metrics)
     finally:
         if handler is not None:
             logging.getLogger("anybind").removeHandler(handler)
             handler.close()
+        if lock is not None:
+            lock.release()
 
 
 def _attach_log_file(run_dir: Path) -> logging.Handler | None:
@@ -490,7 +505,11 @@ def _hydra_app():
 
     @hydra.main(config_path="pkg://conf", config_name="train", version_base="1.3")
     def app(cfg: DictConfig) -> float | None:
-        result = run(cfg)
+        try:
+            result = run(cfg)
+        except AnybindError as exc:  # a user error (data, checkpoint, a locked run directory): one line, exit 2
+            print(f"anybind-train: error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
         ret = result.metrics.get("retrieval", {}) if result.metrics else {}
         r1 = [v["R@1"] for v in ret.values() if isinstance(v.get("R@1"), float) and not math.isnan(v["R@1"])]
         return sum(r1) / len(r1) if r1 else None  # the value a sweeper would optimize
@@ -498,9 +517,27 @@ def _hydra_app():
     return app
 
 
+_EARLY_LOCKS: dict[Path, WriterLock] = {}
+
+
+def _lock_named_run_dir(argv: Sequence[str]) -> None:
+    """An explicit ``hydra.run.dir=DIR`` is locked before Hydra writes its ``.hydra/`` files there, so a second
+    anybind-train into a directory that a running one holds changes nothing in it."""
+    dirs = [a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")]
+    if not dirs or "${" in dirs[-1] or any(a in ("-m", "--multirun") for a in argv) or dist.env_rank() > 0:
+        return
+    run_dir = Path(dirs[-1]).expanduser().resolve()
+    try:
+        _EARLY_LOCKS[run_dir] = WriterLock(run_dir, "training run directory").acquire()
+    except AnybindError as exc:
+        print(f"anybind-train: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def main() -> None:
     """``anybind-train``: the Hydra entry point (single process, multirun sweeps, or one torchrun rank)."""
     register_configs()
+    _lock_named_run_dir(sys.argv[1:])
     if dist.env_world_size() > 1 and dist.env_rank() > 0:
         # Only rank 0 creates the run directory; this rank gets its path by broadcast once the group is up.
         extra = ["hydra.output_subdir=null", "hydra/job_logging=stdout"]

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 from torch import nn
 
+from ..errors import CheckpointError
 from ..evaluate import plot_retrieval_heatmap, write_metrics
 from ..losses import ContrastiveLoss, LossOutput
 from . import dist
@@ -226,18 +227,28 @@ class Trainer:
 
         weights, _ = load_tensors(path / "model")
         state = load_state(path / "state")
+        needed = ("step", "epoch", "batch_in_epoch", "optimizer", "scheduler", "rng", "loss")
+        lacking = [k for k in needed if k not in state]
+        if lacking:
+            raise CheckpointError(f"training state {path / 'state.json'} lacks {lacking}; it is damaged or not a "
+                                  "training checkpoint")
         full = {f"model.{k}": v for k, v in weights.items()}
         full.update({f"loss.{k}": v for k, v in state["loss"].items()})
-        if self.strategy == "fsdp" and dist.world_size() > 1:
-            from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
-                                                                 set_optimizer_state_dict)
+        try:
+            if self.strategy == "fsdp" and dist.world_size() > 1:
+                from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
+                                                                     set_optimizer_state_dict)
 
-            opts = StateDictOptions(full_state_dict=True)
-            set_model_state_dict(self.module, full, options=opts)
-            set_optimizer_state_dict(self.module, self.optimizer, state["optimizer"], options=opts)
-        else:
-            self.module.load_state_dict(full, strict=True)
-            self.optimizer.load_state_dict(state["optimizer"])
+                opts = StateDictOptions(full_state_dict=True)
+                set_model_state_dict(self.module, full, options=opts)
+                set_optimizer_state_dict(self.module, self.optimizer, state["optimizer"], options=opts)
+            else:
+                self.module.load_state_dict(full, strict=True)
+                self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            detail = " ".join(str(exc).split())[:600]
+            raise CheckpointError(f"cannot resume from {path}: its model or optimizer does not fit this run (was "
+                                  f"it trained with other towers or settings?): {detail}") from None
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])

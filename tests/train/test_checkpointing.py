@@ -1,6 +1,5 @@
 """Training-state files (no pickle), RNG capture, checkpoint directories, pruning and resume discovery."""
 
-import json
 import os
 import random
 
@@ -49,17 +48,23 @@ def test_manager_links_last_prunes_and_finds_latest(tmp_path):
     mgr = CheckpointManager(run, keep_last=2)
     for step in (1, 2, 3):
         mgr.save(step, model, {"step": step})
-    steps = sorted(p.name for p in (run / "checkpoints").glob("step_*"))
+    ckpts = run / "checkpoints"
+    steps = sorted(p.name for p in ckpts.glob("step_*"))
     assert steps == ["step_000002", "step_000003"]
-    assert json.loads((run / "checkpoints" / "latest.json").read_text()) == {"step": 3, "path": "step_000003"}
-    assert anybind.load(run / "checkpoints" / "last").modalities == ["image"]
-    assert os.path.samefile(run / "checkpoints" / "last.safetensors", run / "checkpoints" / "step_000003" / "model.safetensors")
-    assert find_resume_checkpoint("latest", run) == run / "checkpoints" / "step_000003"
-    # a fresh Hydra directory of the same experiment: latest comes from the newest sibling run
+    assert os.readlink(ckpts / "last") == "step_000003"  # the one pointer
+    assert anybind.load(ckpts / "last").modalities == ["image"]
+    assert anybind.load(ckpts / "last.safetensors").modalities == ["image"]
+    assert os.path.samefile(ckpts / "last.safetensors", ckpts / "step_000003" / "model.safetensors")
+    assert os.path.samefile(ckpts / "last.json", ckpts / "step_000003" / "model.json")
+    assert find_resume_checkpoint("latest", run) == ckpts / "step_000003"
+    assert find_resume_checkpoint(str(run), tmp_path) == ckpts / "step_000003"
+    assert find_resume_checkpoint(str(ckpts), tmp_path) == ckpts / "step_000003"
+    assert find_resume_checkpoint(str(ckpts / "last"), tmp_path) == (ckpts / "step_000003").resolve()
+    # a fresh directory of the same experiment: resume=latest never continues a sibling run
     new = tmp_path / "runs" / "x" / "t2"
     new.mkdir()
-    assert find_resume_checkpoint("latest", new) == run / "checkpoints" / "step_000003"
-    assert find_resume_checkpoint(str(run), new) == run / "checkpoints" / "step_000003"
+    assert find_resume_checkpoint("latest", new) is None
+    assert find_resume_checkpoint(str(run), new) == ckpts / "step_000003"  # an explicit path does
     assert find_resume_checkpoint("latest", tmp_path / "elsewhere" / "a") is None
     with pytest.raises(CheckpointError, match="no training checkpoint"):
         find_resume_checkpoint(str(new), new)

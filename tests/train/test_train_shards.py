@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 
 import pytest
@@ -51,7 +52,7 @@ def test_resume_mid_epoch_from_shards_is_exact(shards, tmp_path):
     killed = tmp_path / "killed"  # as if killed just after the step-3 checkpoint (batch 3 of epoch 0)
     (killed / "checkpoints").mkdir(parents=True)
     shutil.copytree(ref.run_dir / "checkpoints" / "step_000003", killed / "checkpoints" / "step_000003")
-    (killed / "checkpoints" / "latest.json").write_text(json.dumps({"step": 3, "path": "step_000003"}))
+    os.symlink("step_000003", killed / "checkpoints" / "last")
     with (ref.run_dir / "metrics.csv").open() as f, (killed / "metrics.csv").open("w") as g:
         g.writelines(line for i, line in enumerate(f) if i <= 3)
     resumed = run(compose_train_config(overrides(manifest, folder, *extra, "resume=latest")), run_dir=killed)

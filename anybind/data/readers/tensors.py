@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...errors import InputError
+from ...errors import InputError, torch_load_problem
 from ..files import check_file, load_array
 
 __all__ = ["read_tensor_file"]
@@ -38,6 +38,6 @@ def read_tensor_file(path: str | Path, modality: str = "tensor") -> torch.Tensor
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001
-        raise InputError(path, modality, f"could not be loaded as a tensor ({type(exc).__name__}: {exc})") from exc
+        raise InputError(path, modality, f"could not be loaded as a tensor ({torch_load_problem(exc)})") from exc
     raise InputError(path, modality, f"unsupported tensor file extension {suffix!r} (expected .pt, .pth, .npy, "
                                      f".npz)")

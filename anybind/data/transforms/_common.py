@@ -49,13 +49,24 @@ def read_contract(contract: Mapping[str, Any], transform: str, required: Iterabl
 def positive_int(value: Any, key: str, transform: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
         raise ContractError(f"{transform}: contract key {key!r} must be a positive integer, got {value!r}")
-    return int(value)
+    return int(_bounded(value, key, transform))
 
 
 def positive_float(value: Any, key: str, transform: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not value > 0:
         raise ContractError(f"{transform}: contract key {key!r} must be a positive number, got {value!r}")
-    return float(value)
+    return float(_bounded(value, key, transform))
+
+
+def _bounded(value: Any, key: str, transform: str) -> Any:
+    """``value`` if it is within the key's bound (:data:`anybind.modality.CONTRACT_BOUNDS`)."""
+    from ...modality import CONTRACT_BOUNDS
+
+    bound = CONTRACT_BOUNDS.get(key)
+    if bound is not None and value > bound:
+        raise ContractError(f"{transform}: contract key {key!r} is {value!r}, over its bound {bound} (no model needs "
+                            "more; the contract is damaged or hostile)")
+    return value
 
 
 def triple(value: Any, key: str, transform: str) -> tuple[float, float, float]:

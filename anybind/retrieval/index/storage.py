@@ -27,20 +27,42 @@ INDEX_VERSION = 1       # indexes of the in-memory kinds only (readable by every
 DISK_INDEX_VERSION = 2  # with an ivfpq_disk part (its "vectors" segments)
 
 
+JOURNAL_NAME = ".index.pending.json"  # the data files a save is writing, until its index.json lists them
+
+
 def save_index(index, path: str | Path) -> Path:
-    """Write ``index`` to the folder ``path`` (see the module docstring)."""
+    """Write ``index`` to the folder ``path`` (see the module docstring).
+
+    A journal names every data file before it takes its name, so a save killed before its ``index.json`` leaves
+    nothing the next save cannot recognise and remove; earlier files the new manifest drops are removed only after
+    it is committed.
+    """
     path = Path(path)
-    check_owned_folder(path, "index.json", "index")
+    # a first save killed before its index.json left only files its journal names: the folder is still ours
+    check_owned_folder(path, "index.json", "index", allowed={JOURNAL_NAME, *claimed_files(path / JOURNAL_NAME)})
     with WriterLock(path, "index"):
         clean_temp_files(path)
         previous = listed_files(path / "index.json")
-        names = {"metadata": write_addressed(path, "metadata", "jsonl", lambda p: write_jsonl(p, index.metadata))}
+        journal = path / JOURNAL_NAME
+        drop_uncommitted(path, journal, previous)  # data files of a save killed before its index.json
+        claimed: list[str] = []
+
+        def claim(name: str) -> None:  # noted before the file takes its name, so a killed save leaves no orphan
+            claimed.append(name)
+            atomic_write_json(journal, {"files": claimed})
+
+        def addressed(stem: str, ext: str, write) -> tuple[str, str]:
+            return write_addressed(path, stem, ext, write, claim)
+
+        names = {"metadata": addressed("metadata", "jsonl", lambda p: write_jsonl(p, index.metadata))}
         segments: dict[str, list[dict]] = {}
         for m, part in index.parts.items():
-            names[f"{m}.rows"] = write_addressed(path, f"{m}.rows", "npy", lambda p, r=part.rows: save_npy(p, r))
-            names[m] = write_addressed(path, f"{m}.{part.kind}", "npy" if part.backend == "torch" else "faiss", part.write)
+            names[f"{m}.rows"] = addressed(f"{m}.rows", "npy", lambda p, r=part.rows: save_npy(p, r))
+            names[m] = addressed(f"{m}.{part.kind}", "npy" if part.backend == "torch" else "faiss", part.write)
             if part.vectors is not None:
                 segments[m] = part.vectors.save_into(path, f"{m}.vectors")
+                for seg in segments[m]:
+                    claim(seg["name"])
         entry = lambda key: {"name": names[key][0], "sha256": names[key][1]}  # noqa: E731
         parts = []
         for m, p in index.parts.items():
@@ -52,11 +74,32 @@ def save_index(index, path: str | Path) -> Path:
         manifest = {"format": INDEX_FORMAT, "version": DISK_INDEX_VERSION if segments else INDEX_VERSION,
                     "embed_dim": index.embed_dim, "metric": "inner_product", "count": len(index), "info": index.info,
                     "parts": parts, "metadata": entry("metadata")}
-        atomic_write_json(path / "index.json", manifest)
         listed = {n for n, _ in names.values()} | {s["name"] for segs in segments.values() for s in segs}
-        for name in previous - listed:  # files of the earlier save that the new manifest no longer lists
+        # the earlier save's files the new manifest no longer lists: noted, then removed once it is committed
+        atomic_write_json(journal, {"files": claimed, "drop": sorted(previous - listed)})
+        atomic_write_json(path / "index.json", manifest)  # the commit
+        for name in previous - listed:
             (path / name).unlink(missing_ok=True)
+        journal.unlink(missing_ok=True)
     return path
+
+
+def claimed_files(journal: Path) -> set[str]:
+    """The plain file names an index save's journal names: the files it wrote and the earlier files it was about to
+    remove (none when there is no readable journal). Those the manifest lists are never removed."""
+    try:
+        entry = json.loads(journal.read_text())
+        claimed = [*(entry.get("files") or []), *(entry.get("drop") or [])]
+    except (OSError, ValueError, AttributeError, TypeError):
+        return set()
+    return {n for n in map(str, claimed) if Path(n).name == n and n not in ("index.json", JOURNAL_NAME, ".anybind.lock")}
+
+
+def drop_uncommitted(folder: Path, journal: Path, listed: set[str]) -> None:
+    """Remove the files an interrupted save named in its journal that the manifest does not list."""
+    for name in claimed_files(journal) - listed:
+        (folder / name).unlink(missing_ok=True)
+    journal.unlink(missing_ok=True)
 
 
 def load_index(path: str | Path, *, verify: bool = True):
@@ -139,8 +182,9 @@ def save_npy(path: str, array: np.ndarray) -> None:
         np.save(f, array, allow_pickle=False)
 
 
-def write_addressed(folder: Path, stem: str, ext: str, write) -> tuple[str, str]:
-    """``write(tmp_path)``, fsync, then rename to ``<stem>.<sha256[:12]>.<ext>``; returns ``(name, sha256)``."""
+def write_addressed(folder: Path, stem: str, ext: str, write, claim=None) -> tuple[str, str]:
+    """``write(tmp_path)``, fsync, ``claim(name)``, then rename to ``<stem>.<sha256[:12]>.<ext>``; returns
+    ``(name, sha256)``."""
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{stem}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -149,6 +193,8 @@ def write_addressed(folder: Path, stem: str, ext: str, write) -> tuple[str, str]
             os.fsync(f.fileno())
         digest = sha256_file(tmp)
         name = f"{stem}.{digest[:12]}.{ext}"
+        if claim is not None:
+            claim(name)
         os.replace(tmp, folder / name)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
