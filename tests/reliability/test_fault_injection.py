@@ -21,7 +21,7 @@ import anybind
 from anybind.checkpoint import load_tensors
 from anybind.errors import CheckpointError
 from anybind.retrieval import EmbeddingStore, Index, StoreWriter, build_index
-from anybind.retrieval import index as index_mod
+from anybind.retrieval.index import storage as index_mod
 from anybind.train.checkpointing import CheckpointManager, find_resume_checkpoint, load_state
 
 from faults import KillSwitch, Killed, copy_folder, every_kill_point
@@ -237,7 +237,7 @@ def test_index_save_killed_at_every_operation(tmp_path):
     def recover(f: Path) -> None:
         index_of(1).save(f / "ix")
         assert np.array_equal(Index.load(f / "ix").search_arrays(QUERY, k=5)[1], expect[1])
-        listed = index_mod._listed_files(f / "ix" / "index.json")
+        listed = index_mod.listed_files(f / "ix" / "index.json")
         leftovers = set(os.listdir(f / "ix")) - listed - {"index.json", ".anybind.lock"}
         assert not leftovers, f"files a killed save wrote were not cleaned: {leftovers}"
 

@@ -85,7 +85,7 @@ def test_auto_kind_follows_size_and_memory_budget():
     assert choose_kind(100_000, 64, 1 << 30, p) == ("hnsw", False)
     kind, refine = choose_kind(100_000, 64, 30 << 20, p)  # HNSW (~50 MB) does not fit, IVF-PQ + refine (~28 MB) does
     assert (kind, refine) == ("ivfpq", True)
-    assert choose_kind(100_000, 64, 5 << 20, p) == ("ivfpq", False)
+    assert choose_kind(100_000, 64, 5 << 20, p) == ("ivfpq_disk", True)  # vectors on disk, codes in memory
     idx = build_index(unit(np.random.default_rng(0), 300), meta(300), kind="auto", params=IndexParams(flat_max=100),
                       memory_budget="1G")
     assert idx.parts["image"].kind == "hnsw"
@@ -220,7 +220,8 @@ def test_auto_kind_at_benchmark_sizes(monkeypatch):
     assert choose_kind(5_000, 512) == ("flat", False)
     assert choose_kind(100_000, 512) == ("hnsw", False)
     assert choose_kind(1_000_000, 512) == ("ivfpq", True)
-    assert choose_kind(1_000_000, 512, 1 << 30) == ("ivfpq", False)  # 2 GB of vectors do not fit in 1 GB
+    assert choose_kind(1_000_000, 512, 1 << 30) == ("ivfpq_disk", True)  # 2 GB of vectors do not fit in 1 GB: on disk
+    assert choose_kind(1_000_000, 512, 32 << 20) == ("ivfpq", False)  # not even room for ivfpq_disk's codes
     assert choose_kind(1_000_000, 512, params=IndexParams(hnsw_max=2_000_000)) == ("hnsw", False)
     assert policy.resolve_kind("auto", 1_000_000, 512, "12G", None) == ("ivfpq", True)
 
