@@ -40,3 +40,21 @@ class CheckpointError(AnybindError, RuntimeError):
 
 class ContractError(AnybindError, ValueError):
     """An input contract a transform factory cannot use: a missing or unknown key, or a value of the wrong kind."""
+
+
+class UsageError(AnybindError, ValueError):
+    """A command-line argument or option that cannot work (a mistyped modality, a query path that does not exist)."""
+
+
+class Interrupted(AnybindError):
+    """A run stopped by Ctrl-C or SIGTERM after keeping its work; the message says what was kept and how to resume.
+
+    ``status`` is the exit status a command ends with: 130 after SIGINT, 143 after SIGTERM.
+    """
+
+    def __init__(self, message: str, status: int = 130):
+        super().__init__(message)
+        self.status = int(status)
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.status))

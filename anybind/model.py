@@ -26,16 +26,16 @@ class ItemDataset(Dataset):
         self.items = list(items)
         self.contract = dict(contract)
         self.skip_errors = skip_errors
-        self._transform = None
+        # built here, once: DataLoader workers forked later inherit it (and a tokenizer it prepared)
+        self._transform = prepared_transform(self.modality, self.contract)
+        self._read_options = reader_options(self._transform)
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int):
-        if self._transform is None:  # built lazily so that each worker builds its own
-            self._transform = self.modality.make_transform(self.contract)
         try:
-            raw, source = self.modality.load(self.items[i])
+            raw, source = self.modality.load(self.items[i], **self._read_options)
             try:
                 x = self._transform(raw)
             except InputError as err:
@@ -56,6 +56,22 @@ class ItemDataset(Dataset):
         errors = [(r[0], r[2]) for r in rows if r[1] is None]
         batch = self.modality.collate_fn(xs) if xs else None
         return torch.tensor(idx, dtype=torch.long), batch, errors
+
+
+def prepared_transform(modality, contract: dict):
+    """``modality.make_transform(contract)``, with its expensive state (a tokenizer) built now, in this process."""
+    fn = modality.make_transform(contract)
+    prepare = getattr(fn, "prepare", None)
+    if callable(prepare):
+        prepare()
+    return fn
+
+
+def reader_options(transform) -> dict:
+    """What a transform asks of the reader (``ImageTransform``: decode a JPEG at reduced size when it will be
+    shrunk anyway); ``{}`` for transforms that need the file decoded exactly (library and ImageBind parity)."""
+    options = getattr(transform, "reader_options", None)
+    return dict(options) if isinstance(options, dict) else {}
 
 
 def _progress(iterable: Iterable, total: int, desc: str, enabled: bool):

@@ -45,14 +45,18 @@ class ManifestDataset(Dataset):
         self.skip_errors = skip_errors
         self._transforms: dict[str, Callable[[Any], torch.Tensor]] = {}
         self._cache: dict[tuple[int, str], torch.Tensor] | None = None
+        for m in self.contracts:  # built now: forked DataLoader workers share them (a tokenizer is built once)
+            self.transform(m)
 
     def __len__(self) -> int:
         return len(self.manifest)
 
     def transform(self, modality: str) -> Callable[[Any], torch.Tensor]:
         fn = self._transforms.get(modality)
-        if fn is None:  # built lazily so that every DataLoader worker builds its own, once
-            fn = self._transforms[modality] = get_modality(modality).make_transform(self.contracts[modality])
+        if fn is None:  # a worker started by pickling (not forking) builds its own, once
+            from ..model import prepared_transform
+
+            fn = self._transforms[modality] = prepared_transform(get_modality(modality), self.contracts[modality])
         return fn
 
     def __getstate__(self):  # transforms are rebuilt in each worker rather than pickled
@@ -67,9 +71,11 @@ class ManifestDataset(Dataset):
         sample = self.manifest[index]
         if modality not in sample.items:
             raise InputError(f"sample {sample.id!r}", modality, "the manifest gives no value for this modality")
-        spec = get_modality(modality)
-        raw, source = spec.load(sample.items[modality])
-        return apply_transform(self.transform(modality), raw, source, modality)
+        from ..model import reader_options
+
+        spec, fn = get_modality(modality), self.transform(modality)
+        raw, source = spec.load(sample.items[modality], **reader_options(fn))
+        return apply_transform(fn, raw, source, modality)
 
     def available(self, index: int) -> tuple[str, ...]:
         return tuple(m for m in self.manifest[index].items if m in self.contracts)

@@ -57,7 +57,14 @@ def _jsonl_bytes(rows: Iterable[Mapping[str, Any]]) -> bytes:
 
 def _read_jsonl(path: Path) -> list[dict]:
     try:
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        try:  # one parse of the whole file as an array: about twice as fast as a parse per line
+            rows = json.loads("[" + ",".join(lines) + "]")
+            if len(rows) == len(lines):
+                return rows
+        except json.JSONDecodeError:
+            pass
+        return [json.loads(line) for line in lines]  # names the damaged line
     except (OSError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"store file {path} could not be read: {exc}") from exc
 

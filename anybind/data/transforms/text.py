@@ -7,6 +7,7 @@ take minutes to give 77 tokens. Every text up to the limit tokenizes exactly as 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,8 +18,39 @@ from ._common import _as_tensor, _describe, positive_int, read_contract
 
 __all__ = ["ClipTokenizerTransform", "cut_text", "get_tokenizer", "text_transform"]
 
-_TOKENIZERS: dict[str, Any] = {}  # one per process (DataLoader workers build their own on first use)
+# One tokenizer per process, built on first use. DataLoader workers are forked from the process that built it
+# (ItemDataset / ManifestDataset build their transforms, and so the tokenizer, before any worker starts), so they
+# share it instead of building their own.
+_TOKENIZERS: dict[str, Any] = {}
 _TOKENIZER_MODELS = {"clip_bpe": "ViT-B-32"}
+_STANDALONE_MODULE = "_anybind_open_clip_tokenizer"
+
+
+def _clip_bpe_tokenizer():
+    """open_clip's CLIP BPE tokenizer (``SimpleTokenizer`` with its shipped vocabulary), exactly what
+    ``open_clip.get_tokenizer("ViT-B-32")`` returns, without importing the open_clip package.
+
+    Importing ``open_clip`` loads its models, torchvision and transformers: seconds of start-up for a tokenizer that
+    needs none of them. Its ``tokenizer`` module depends only on ftfy, regex, numpy and torch, so it is loaded by
+    itself from the installed package (and the package is imported as usual if that ever stops working).
+    """
+    import importlib.util
+    import sys
+
+    mod = sys.modules.get(_STANDALONE_MODULE)
+    if mod is None:
+        try:
+            spec = importlib.util.find_spec("open_clip")
+            if spec is None or not spec.submodule_search_locations:
+                raise ImportError("open_clip is not installed")
+            path = Path(list(spec.submodule_search_locations)[0]) / "tokenizer.py"
+            file_spec = importlib.util.spec_from_file_location(_STANDALONE_MODULE, path)
+            mod = importlib.util.module_from_spec(file_spec)
+            file_spec.loader.exec_module(mod)
+            sys.modules[_STANDALONE_MODULE] = mod
+        except Exception:  # noqa: BLE001 - a layout this loader does not know: the regular import
+            from open_clip import tokenizer as mod
+    return mod.SimpleTokenizer(context_length=mod.DEFAULT_CONTEXT_LENGTH)
 
 
 def get_tokenizer(name: str = "clip_bpe"):
@@ -26,9 +58,7 @@ def get_tokenizer(name: str = "clip_bpe"):
     if name not in _TOKENIZERS:
         if name not in _TOKENIZER_MODELS:
             raise ValueError(f"unknown tokenizer {name!r} (known: {', '.join(_TOKENIZER_MODELS)})")
-        import open_clip
-
-        _TOKENIZERS[name] = open_clip.get_tokenizer(_TOKENIZER_MODELS[name])
+        _TOKENIZERS[name] = _clip_bpe_tokenizer()
     return _TOKENIZERS[name]
 
 
@@ -43,6 +73,10 @@ class ClipTokenizerTransform:
             raise ValueError(f"unknown tokenizer {tokenizer!r} (known: {', '.join(_TOKENIZER_MODELS)})")
         self.context_length = int(context_length)
         self.tokenizer = tokenizer
+
+    def prepare(self) -> None:
+        """Build the tokenizer now, in this process, so that DataLoader workers forked later share it."""
+        get_tokenizer(self.tokenizer)
 
     def __call__(self, raw: Any, source: str | None = None) -> torch.Tensor:
         raw = _as_tensor(raw)
