@@ -46,15 +46,20 @@ class UsageError(AnybindError, ValueError):
     """A command-line argument or option that cannot work (a mistyped modality, a query path that does not exist)."""
 
 
-class Interrupted(AnybindError):
+class Interrupted(KeyboardInterrupt):
     """A run stopped by Ctrl-C or SIGTERM after keeping its work; the message says what was kept and how to resume.
 
-    ``status`` is the exit status a command ends with: 130 after SIGINT, 143 after SIGTERM.
+    A :class:`KeyboardInterrupt`, so code that handles Ctrl-C handles it too. ``status`` is the exit status a command
+    ends with (130 after SIGINT, 143 after SIGTERM); ``summary`` what the run had done, when it knows.
     """
 
-    def __init__(self, message: str, status: int = 130):
+    def __init__(self, message: str = "interrupted", status: int = 130, summary=None):
         super().__init__(message)
         self.status = int(status)
+        self.summary = summary
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "interrupted"
 
     def __reduce__(self):
         return (type(self), (str(self), self.status))

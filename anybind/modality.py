@@ -205,8 +205,9 @@ register_modality(
 )
 register_modality(
     "audio", reader=_R + "open_audio", transform=_T + "audio_transform", _builtin=True,
-    extensions=(".wav", ".flac", ".ogg", ".mp3"), default_encoder="audio_vit_tiny",
-    description="waveforms -> log-mel clips",
+    extensions=(".wav", ".flac", ".ogg", ".mp3", ".m4a", ".opus", ".aac"), default_encoder="audio_vit_tiny",
+    description="waveforms -> log-mel clips; the audio track of a video file when the modality is given",
+    explicit_extensions=(".mp4", ".webm", ".mkv", ".mov", ".avi"),  # by name these are video
 )
 register_modality(
     "video", reader=_R + "read_video", transform=_T + "video_transform", _builtin=True,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Any, Iterable, Mapping, Sequence
 
 import torch
@@ -18,14 +19,17 @@ class ItemDataset(Dataset):
     """Raw user items of one modality -> transformed tensors (runs in DataLoader workers).
 
     With ``skip_errors`` a bad item yields ``(index, None, error message)`` instead of raising, so long runs
-    continue and report what they skipped.
+    continue and report what they skipped. With ``timed`` every batch also carries the seconds its items spent
+    being read (decoded) and transformed: ``{"read": s, "transform": s}``.
     """
 
-    def __init__(self, modality: str, items: Sequence[Any], contract: dict, skip_errors: bool = False):
+    def __init__(self, modality: str, items: Sequence[Any], contract: dict, skip_errors: bool = False,
+                 timed: bool = False):
         self.modality = get_modality(modality)
         self.items = list(items)
         self.contract = dict(contract)
         self.skip_errors = skip_errors
+        self.timed = timed
         # built here, once: DataLoader workers forked later inherit it (and a tokenizer it prepared)
         self._transform = prepared_transform(self.modality, self.contract)
         self._read_options = reader_options(self._transform)
@@ -34,8 +38,11 @@ class ItemDataset(Dataset):
         return len(self.items)
 
     def __getitem__(self, i: int):
+        t0 = time.perf_counter()
+        t1 = t0
         try:
             raw, source = self.modality.load(self.items[i], **self._read_options)
+            t1 = time.perf_counter()
             try:
                 x = self._transform(raw)
             except InputError as err:
@@ -44,18 +51,27 @@ class ItemDataset(Dataset):
                 raise
             except Exception as exc:
                 raise InputError(source, self.modality.name, f"transform failed ({type(exc).__name__}: {exc})") from exc
-            return i, x, None
+            row = (i, x, None)
+            t2 = time.perf_counter()
+            lazy = float(getattr(raw, "decode_seconds", 0.0) or 0.0)  # a lazy source decodes during the transform
+            if self.timed:
+                return (*row, (t1 - t0 + lazy, max(0.0, t2 - t1 - lazy)))
+            return row
         except InputError as err:
             if not self.skip_errors:
                 raise
-            return i, None, str(err)
+            row = (i, None, str(err))
+        return (*row, (t1 - t0, time.perf_counter() - t1)) if self.timed else row
 
     def collate(self, rows):
         idx = [r[0] for r in rows if r[1] is not None]
         xs = [r[1] for r in rows if r[1] is not None]
         errors = [(r[0], r[2]) for r in rows if r[1] is None]
         batch = self.modality.collate_fn(xs) if xs else None
-        return torch.tensor(idx, dtype=torch.long), batch, errors
+        out = (torch.tensor(idx, dtype=torch.long), batch, errors)
+        if self.timed:
+            return (*out, {"read": sum(r[3][0] for r in rows), "transform": sum(r[3][1] for r in rows)})
+        return out
 
 
 def prepared_transform(modality, contract: dict):

@@ -34,19 +34,69 @@ def _plain(cfg) -> dict:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
 
 
+def resume_command(argv: Sequence[str] | None = None, prog: str = "anybind-embed") -> str:
+    """The command line that resumes this run: the same arguments, without ``overwrite=true`` (which would start over)."""
+    import shlex
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    keep = [a for a in args if not a.lower().lstrip("+~").startswith("overwrite=")]
+    return " ".join([prog, *(shlex.quote(a) for a in keep)])
+
+
+def _raise_on_sigterm():
+    """Turn SIGTERM into :class:`Interrupted` (status 143) in the main thread, as Ctrl-C is a KeyboardInterrupt;
+    returns the handler it replaced (``None`` outside the main thread, where nothing is installed)."""
+    import signal
+    import threading
+
+    from ..errors import Interrupted
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def on_term(signum, frame):
+        raise Interrupted("terminated (SIGTERM)", status=143)
+
+    return signal.signal(signal.SIGTERM, on_term)
+
+
 def run_embed(cfg) -> dict:
-    """Embed ``cfg.input`` into the store ``cfg.out`` and (``cfg.index.build``) save an index beside it."""
+    """Embed ``cfg.input`` into the store ``cfg.out`` and (``cfg.index.build``) save an index beside it.
+
+    Ctrl-C or SIGTERM stops after writing what the current shard has: the summary is printed and
+    :class:`anybind.errors.Interrupted` raised with the command that resumes.
+    """
+    import signal
+
+    from ..errors import Interrupted
     from .embed import embed_to_store
     from .index import build_index
 
     c = _plain(cfg)
     m = c.get("model") or {}
     model = load_model(m.get("checkpoint"), m.get("encoders"), m.get("device", "cpu"))
-    summary = embed_to_store(model, c["input"], c["out"], modality=c.get("as_modality") or c.get("modality"), modalities=c.get("modalities"),
-                             split=c.get("split"), shard_size=c.get("shard_size", 4096), batch_size=c.get("batch_size", 64),
-                             num_workers=c.get("num_workers", 0), dtype=c.get("dtype", "float32"),
-                             overwrite=c.get("overwrite", False), progress=c.get("progress", True), checkpoint=m.get("checkpoint"),
-                             root_only=c.get("root_only", False))
+    previous = _raise_on_sigterm()
+    try:
+        summary = embed_to_store(
+            model, c["input"], c["out"], modality=c.get("as_modality") or c.get("modality"),
+            modalities=c.get("modalities"), split=c.get("split"), shard_size=c.get("shard_size", 4096),
+            batch_size=c.get("batch_size", 64), num_workers=c.get("num_workers", "auto"),
+            dtype=c.get("dtype", "float32"), overwrite=c.get("overwrite", False), progress=c.get("progress", True),
+            checkpoint=m.get("checkpoint"), root_only=c.get("root_only", False),
+            flush_seconds=c.get("flush_seconds", 30.0), text_sidecars=c.get("text_sidecars", False))
+    except Interrupted as exc:
+        if exc.summary is None:
+            raise
+        s = exc.summary
+        print(s.describe(), flush=True)
+        left = s.planned - s.done
+        word = "terminated (SIGTERM)" if exc.status == 143 else "interrupted"
+        raise Interrupted(f"{word}: {s.done} of {s.planned} inputs are done and kept in {s.store.path} "
+                          f"({s.embedded + s.failed} by this run); {left} left, no index built yet. Resume with:\n  "
+                          f"{resume_command()}", status=exc.status, summary=s) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     print(summary.describe())
     result = {"store": str(summary.store.path), "vectors": len(summary.store), "failed": len(summary.store.errors)}
     ix = c.get("index") or {}
