@@ -17,6 +17,7 @@ This module imports nothing heavy, so ``anybind-<cmd> --help`` starts in a fract
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -76,8 +77,31 @@ def _fail(prog: str, message: str, status: int, debug: bool) -> NoReturn:
     raise SystemExit(status)
 
 
+_PROG: list[str] = []  # the command being run (set by run_command)
+
+
+def current_prog() -> str:
+    return _PROG[-1] if _PROG else os.path.basename(sys.argv[0] or "anybind")
+
+
+@contextlib.contextmanager
+def user_errors(prog: str | None = None):
+    """Report a user error raised inside the block as one line and exit 2.
+
+    :func:`run_command` does this for every command; a Hydra task function needs it too, because Hydra prints its
+    own "Error executing job" line for any exception that leaves the task.
+    """
+    try:
+        yield
+    except BaseException as exc:  # noqa: BLE001 - sorted below
+        if isinstance(exc, _user_error_types()):
+            _fail(prog or current_prog(), one_line(exc), USER_ERROR_STATUS, debug_enabled())
+        raise
+
+
 def run_command(prog: str, main: Callable[[], object]) -> None:
     """Run ``main()`` (which reads ``sys.argv``) with the error handling described in the module docstring."""
+    _PROG.append(prog)
     argv = sys.argv
     debug = _take_debug_flag(argv) or debug_enabled()
     if debug:
@@ -103,6 +127,7 @@ def run_command(prog: str, main: Callable[[], object]) -> None:
             _fail(prog, one_line(exc), USER_ERROR_STATUS, debug)
         raise
     finally:
+        _PROG.pop()
         if hydra_full_error is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:

@@ -142,7 +142,10 @@ def _hydra_main(config_name: str, fn):
     def main(cfg) -> None:
         from hydra.core.hydra_config import HydraConfig
 
-        fn(cfg, HydraConfig.get().runtime.output_dir)
+        from ..cli import user_errors
+
+        with user_errors():  # one line and exit 2, before Hydra adds its own "Error executing job" line
+            fn(cfg, HydraConfig.get().runtime.output_dir)
 
     main()
 

@@ -474,7 +474,10 @@ def _hydra_app():
 
     @hydra.main(config_path="pkg://conf", config_name="train", version_base="1.3")
     def app(cfg: DictConfig) -> float | None:
-        result = run(cfg)
+        from ..cli import user_errors
+
+        with user_errors("anybind-train"):  # one line and exit 2 (anybind.cli), not Hydra's job error report
+            result = run(cfg)
         ret = result.metrics.get("retrieval", {}) if result.metrics else {}
         r1 = [v["R@1"] for v in ret.values() if isinstance(v.get("R@1"), float) and not math.isnan(v["R@1"])]
         return sum(r1) / len(r1) if r1 else None  # the value a sweeper would optimize
