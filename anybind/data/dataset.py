@@ -171,5 +171,10 @@ def apply_transform(fn: Callable[[Any], torch.Tensor], raw: Any, source: str, mo
 
 
 def worker_init(worker_id: int) -> None:
-    """DataLoader workers: one intra-op thread each (workers run in parallel; more threads only contend)."""
+    """DataLoader workers: one intra-op thread each (workers run in parallel; more threads only contend), deaf to
+    Ctrl-C and SIGTERM: the main process decides when to stop (after a checkpoint) and then stops them."""
+    import signal
+
     torch.set_num_threads(1)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)

@@ -28,7 +28,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..checkpoint import atomic_write_bytes, load_tensors
-from ..errors import CheckpointError
+from ..errors import CheckpointError, Interrupted
 from . import dist
 from .config import TrainConfig, register_configs
 
@@ -442,12 +442,23 @@ def _run(cfg: DictConfig, device: torch.device, run_dir: str | Path | None) -> R
             resume_from = dist.broadcast_object(find_resume_checkpoint(cfg.resume, run_dir) if rank == 0 else None)
             if resume_from is None:
                 log.info("resume=%s: no checkpoint yet, starting fresh", cfg.resume)
-        metrics = trainer.fit(resume_from)
+        try:
+            metrics = trainer.fit(resume_from)
+        except Interrupted as exc:  # a checkpoint was written: say how to go on from it
+            raise Interrupted(f"{exc}; resume with:\n  {resume_command(run_dir)}", status=exc.status) from None
         return RunResult(run_dir, trainer.ckpt.last_model, metrics)
     finally:
         if handler is not None:
             logging.getLogger("anybind").removeHandler(handler)
             handler.close()
+
+
+def resume_command(run_dir: Path, argv: Sequence[str] | None = None) -> str:
+    """This run's command line with ``resume=<run_dir>`` (replacing any ``resume=`` it had)."""
+    import shlex
+
+    args = [a for a in (sys.argv[1:] if argv is None else argv) if not a.lstrip("+~").startswith("resume=")]
+    return " ".join(["anybind-train", *(shlex.quote(a) for a in args), shlex.quote(f"resume={run_dir}")])
 
 
 def _attach_log_file(run_dir: Path) -> logging.Handler | None:
