@@ -44,7 +44,8 @@ def test_recipe_prepares_again_when_asked_for_other_held_out_speakers(tmp_path):
     assert info["params"]["speakers"] == ["george", "jackson"] and info["params"]["max_take"] == 2  # subset kept
     assert speakers_of(data / "eval_heldout.jsonl") == {"jackson"}
     rows = [json.loads(r) for r in (data / "audio_image.jsonl").read_text().splitlines()]
-    assert {r["speaker"] for r in rows if r["split"] == "train"} == {"george"}  # jackson is never trained on now
+    assert {r["split"] for r in rows if r["speaker"] == "jackson"} == {"heldout"}  # never trained on now
+    assert {r["split"] for r in rows if r["speaker"] == "george"} == {"test"}  # takes 0-1: the test takes
     assert preparation_differences(data, heldout_speakers=("jackson",)) == {}
     assert preparation_differences(data, heldout_speakers=("george",)) == {"heldout_speakers": (["jackson"], ["george"])}
     assert preparation_differences(tmp_path / "never") is None
