@@ -189,23 +189,29 @@ def search_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _check_targets(targets: Sequence[str] | None, index) -> list[str] | None:
-    """``--target`` values -> modality names (``None``: cross-modal default; ``all``: every modality)."""
+def _check_target_names(targets: Sequence[str] | None) -> None:
+    """Every ``--target`` is a modality name (or ``all``); a mistyped one fails before anything is loaded."""
     import difflib
 
     from ..errors import UsageError
     from ..modality import list_modalities
 
+    known = list_modalities()
+    for t in targets or ():
+        if t != "all" and t not in known:
+            close = difflib.get_close_matches(t, known, n=1)
+            hint = f"; did you mean --target {close[0]}?" if close else ""
+            raise UsageError(f"--target {t!r} is not a modality (modalities: {', '.join(known)}, or all){hint}")
+
+
+def _check_targets(targets: Sequence[str] | None, index) -> list[str] | None:
+    """``--target`` values -> modality names (``None``: cross-modal default; ``all``: every modality)."""
+    from ..errors import UsageError
+
     if not targets:
         return None
     if "all" in targets:
         return list(index.modalities)
-    known = list_modalities()
-    for t in targets:
-        if t not in known:
-            close = difflib.get_close_matches(t, known, n=1)
-            hint = f"; did you mean --target {close[0]}?" if close else ""
-            raise UsageError(f"--target {t!r} is not a modality (modalities: {', '.join(known)}, or all){hint}")
     missing = [t for t in targets if t not in index.modalities]
     if len(missing) == len(targets):
         raise UsageError(f"the index holds no {', '.join(missing)} vectors; it holds {', '.join(index.modalities)}")
@@ -220,6 +226,7 @@ def run_search(argv: Sequence[str] | None = None) -> dict:
         raise UsageError(f"-k must be at least 1, got {args.k}")
     from .search import as_queries
 
+    _check_target_names(args.target)
     queries = as_queries(args.query)  # a mistyped path fails here, before anything is loaded
     if args.weight and len(args.weight) != len(queries):
         raise UsageError(f"{len(queries)} --query but {len(args.weight)} --weight; give one per query")
