@@ -113,7 +113,9 @@ def audio_thumbnail(source: str, size: int, seconds: float = AUDIO_SECONDS):
     db = 10 * torch.log10((mels.T @ spec).clamp(min=1e-10))
     db = (db - (db.max() - 80)).clamp(min=0) / 80  # the top 80 dB, scaled to [0, 1]
     rgb = _colorize(db.flip(0).numpy())  # low frequencies at the bottom
-    return Image.fromarray(rgb).resize((size, size), Image.BILINEAR)
+    canvas = _canvas(size)
+    canvas.paste(Image.fromarray(rgb).resize((size - 4, size - 4), Image.BILINEAR), (2, 2))
+    return canvas
 
 
 def points_thumbnail(source: str, size: int, yaw: float = 35.0, pitch: float = 25.0):
