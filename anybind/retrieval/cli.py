@@ -83,7 +83,8 @@ def run_embed(cfg) -> dict:
             batch_size=c.get("batch_size", 64), num_workers=c.get("num_workers", "auto"),
             dtype=c.get("dtype", "float32"), overwrite=c.get("overwrite", False), progress=c.get("progress", True),
             checkpoint=m.get("checkpoint"), root_only=c.get("root_only", False),
-            flush_seconds=c.get("flush_seconds", 30.0), text_sidecars=c.get("text_sidecars", False))
+            flush_seconds=c.get("flush_seconds", 30.0), text_sidecars=c.get("text_sidecars", False),
+            precision=c.get("precision", "auto"))
     except Interrupted as exc:
         if exc.summary is None:
             raise

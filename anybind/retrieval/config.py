@@ -44,6 +44,7 @@ class EmbedConfig:
     flush_seconds: Optional[float] = 30.0  # write a shard's rows so far at least this often; None: whole shards
     batch_size: int = 64
     num_workers: Any = "auto"  # an int, or auto (from the machine: anybind.retrieval.embed.auto_workers)
+    precision: str = "auto"  # fp32 | bf16 | auto: bf16 where the hardware multiplies it natively (AMX CPU, GPU)
     dtype: str = "float32"  # float32 | float16
     overwrite: bool = False
     progress: bool = True

@@ -57,6 +57,8 @@ class EmbedSummary:
     embedded_by_modality: dict[str, int] = field(default_factory=dict)
     timing: dict[str, float] = field(default_factory=dict)  # seconds in read / transform / tower (all processes)
     interrupted: bool = False
+    precision: str = "fp32"
+    workers: int = 0
 
     @property
     def errors(self) -> list[dict]:
@@ -84,7 +86,8 @@ class EmbedSummary:
         shares = self.shares()
         where = (" (" + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()) + " of the work)") if shares else ""
         lines.append(f"this run: embedded {by_mod} ({_n(self.embedded, 'item')}, {self.failed} failed) in "
-                     f"{_n(self.shards_written, 'shard')}, {self.seconds:.1f} s{rate}{where}")
+                     f"{_n(self.shards_written, 'shard')}, {self.seconds:.1f} s{rate}{where}; {self.precision}, "
+                     f"{_n(self.workers, 'worker')}")
         if self.shards_reused:
             lines.append(f"reused from an earlier run: {_n(self.shards_reused, 'finished shard')} "
                          f"({_n(self.reused, 'vector')}, {_n(self.reused_failed, 'failed input')})")
@@ -291,6 +294,34 @@ def auto_workers(device: torch.device | str, cores: int | None = None) -> int:
     return 0 if cores < 4 else min(8, cores // 4)
 
 
+PRECISIONS = ("fp32", "bf16", "auto")
+
+
+def fast_bf16(device: torch.device | str) -> bool:
+    """Whether ``device`` multiplies bfloat16 matrices natively: a CUDA GPU with bf16, or a CPU with AMX tiles
+    (Intel Sapphire Rapids and later), where a bf16 matrix product runs several times faster than a float32 one."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        check = getattr(torch.cpu, "_is_amx_tile_supported", None)
+        try:
+            return bool(check()) if check is not None else False
+        except Exception:  # noqa: BLE001 - an unknown CPU: no
+            return False
+    return False
+
+
+def resolve_precision(precision: str | None, device) -> str:
+    """``fp32`` or ``bf16``; ``auto`` is bf16 where :func:`fast_bf16`, else fp32."""
+    p = (precision or "fp32").lower()
+    if p not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if p == "auto":
+        return "bf16" if fast_bf16(device) else "fp32"
+    return p
+
+
 def resolve_workers(num_workers: int | str | None, device) -> int:
     if num_workers is None or (isinstance(num_workers, str) and num_workers.lower() == "auto"):
         return auto_workers(device)
@@ -319,6 +350,7 @@ def embed_to_store(
     root_only: bool = False,
     flush_seconds: float | None = DEFAULT_FLUSH_SECONDS,
     text_sidecars: bool = False,
+    precision: str = "fp32",
 ) -> EmbedSummary:
     """Embed ``source`` (a manifest file, a folder, or a list of items) into a store at ``out_dir``; resumable.
 
@@ -328,6 +360,8 @@ def embed_to_store(
     refuses manifest paths (or folder symlinks) that lead outside the manifest's (or folder's) own folder.
     ``num_workers="auto"`` picks the DataLoader workers from the machine (:func:`auto_workers`).
     ``flush_seconds``: write what a shard has so far at least this often (``None``: only whole shards).
+    ``precision``: ``fp32`` (exactly ``model.embed``), ``bf16`` (the towers under bfloat16 autocast: on a CPU with
+    AMX several times faster, vectors within about 1e-3 of float32 ones) or ``auto`` (:func:`resolve_precision`).
 
     Ctrl-C (any :class:`KeyboardInterrupt`) writes what the current shard has, then raises
     :class:`anybind.errors.Interrupted` whose ``summary`` says what the store holds; rerunning resumes.
@@ -347,9 +381,11 @@ def embed_to_store(
         ignored[f"items of modalities the model lacks ({', '.join(missing)})"] = n
         items = [it for it in items if it["modality"] not in missing]
     workers = resolve_workers(num_workers, model.device)
+    precision = resolve_precision(precision, model.device)
 
     writer = StoreWriter(out_dir, model.embed_dim, dtype=dtype, model=model_info(model, checkpoint), overwrite=overwrite)
-    summary = EmbedSummary(store=None, planned=len(items), ignored=ignored)  # type: ignore[arg-type]
+    summary = EmbedSummary(store=None, planned=len(items), ignored=ignored, precision=precision,  # type: ignore[arg-type]
+                           workers=workers)
     pending = []
     for name, m, rows in plan_shards(items, shard_size):
         digest = _digest(rows)
@@ -375,7 +411,7 @@ def embed_to_store(
     try:
         for m in dict.fromkeys(p[1] for p in pending):
             _embed_modality(model, m, [p for p in pending if p[1] == m], writer, summary, batch_size, workers, bar,
-                            flush_seconds=flush_seconds)
+                            flush_seconds=flush_seconds, precision=precision)
     except KeyboardInterrupt as exc:  # the current shard's rows so far were written as a part
         interrupted = exc
     except BaseException:
@@ -450,7 +486,7 @@ def _worker_init(worker_id: int) -> None:
 
 
 def _embed_modality(model, m, shards, writer: StoreWriter, summary: EmbedSummary, batch_size, num_workers, bar, *,
-                    flush_seconds: float | None = None) -> None:
+                    flush_seconds: float | None = None, precision: str = "fp32") -> None:
     """Embed every pending shard of one modality through a single DataLoader (batches never span two shards).
 
     ``shards`` are ``(name, modality, rows, digest[, first row to embed])``. A shard embedded from its first row in
@@ -471,6 +507,8 @@ def _embed_modality(model, m, shards, writer: StoreWriter, summary: EmbedSummary
     loader = DataLoader(ds, batch_sampler=batches, num_workers=num_workers, collate_fn=ds.collate,
                         persistent_workers=False, worker_init_fn=_worker_init if num_workers else None)
     encoder, device = model.encoders[m], model.device
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16"
+                else torch.autocast(device.type, enabled=False))
     it = iter(loader)
     for (name, _, shard_rows, digest, start), (lo, hi) in zip(shards, bounds):
         vecs = np.empty((hi - lo, model.embed_dim), dtype=np.float32)
@@ -508,7 +546,9 @@ def _embed_modality(model, m, shards, writer: StoreWriter, summary: EmbedSummary
                                             "error": msg}))
                 if batch is not None:
                     t = time.perf_counter()
-                    z = torch.nn.functional.normalize(encoder(batch.to(device)).float(), dim=-1).cpu().numpy()
+                    with autocast:
+                        z = encoder(batch.to(device))
+                    z = torch.nn.functional.normalize(z.float(), dim=-1).cpu().numpy()
                     summary.timing["tower"] = summary.timing.get("tower", 0.0) + time.perf_counter() - t
                     vecs[idx.numpy() - lo] = z
                     ok[idx.numpy() - lo] = True
