@@ -16,7 +16,7 @@ from ...errors import ContractError, InputError
 from ..limits import LIMITS
 from ._common import _as_tensor, _describe, positive_int, read_contract
 
-__all__ = ["ClipTokenizerTransform", "cut_text", "get_tokenizer", "text_transform"]
+__all__ = ["ClipTokenizerTransform", "cut_text", "get_tokenizer", "text_transform", "token_ids"]
 
 # One tokenizer per process, built on first use. DataLoader workers are forked from the process that built it
 # (ItemDataset / ManifestDataset build their transforms, and so the tokenizer, before any worker starts), so they
@@ -50,7 +50,57 @@ def _clip_bpe_tokenizer():
             sys.modules[_STANDALONE_MODULE] = mod
         except Exception:  # noqa: BLE001 - a layout this loader does not know: the regular import
             from open_clip import tokenizer as mod
-    return mod.SimpleTokenizer(context_length=mod.DEFAULT_CONTEXT_LENGTH)
+    tokenizer = mod.SimpleTokenizer(context_length=mod.DEFAULT_CONTEXT_LENGTH)
+    tokenizer.clean_fn = _plain_text_first(tokenizer.clean_fn)
+    return tokenizer
+
+
+_WORD_IDS: dict[str, dict[str, tuple[int, ...]]] = {}  # per tokenizer: word (as the tokenizer splits) -> its ids
+_WORD_CACHE_SIZE = 200_000
+
+
+def token_ids(text: str, context_length: int, name: str = "clip_bpe") -> torch.Tensor:
+    """int64 ``(context_length,)``: start-of-text, ``text``'s BPE ids, end-of-text, zeros; a text too long is cut with
+    end-of-text kept last. The same ids as ``get_tokenizer(name)([text], context_length)[0]``, several times faster
+    on captions: each word's ids are kept once computed (a caption collection reuses a small vocabulary)."""
+    tok = get_tokenizer(name)
+    words = _WORD_IDS.setdefault(name, {})
+    ids = [tok.sot_token_id]
+    for word in tok.pat.findall(tok.clean_fn(text)):
+        known = words.get(word)
+        if known is None:
+            pieces = "".join(tok.byte_encoder[b] for b in word.encode("utf-8"))
+            known = tuple(tok.encoder[p] for p in tok.bpe(pieces).split(" "))
+            if len(words) < _WORD_CACHE_SIZE:
+                words[word] = known
+        ids.extend(known)
+    ids.append(tok.eot_token_id)
+    if len(ids) > context_length:
+        ids = ids[:context_length]
+        ids[-1] = tok.eot_token_id
+    out = torch.zeros(context_length, dtype=torch.long)
+    out[: len(ids)] = torch.tensor(ids, dtype=torch.long)
+    return out
+
+
+def plain_clean(text: str) -> str | None:
+    """What CLIP's text cleaning (ftfy repair, HTML unescaping, whitespace folding, lower case) gives for a text of
+    printable ASCII without ``&``, where repair and unescaping have nothing to do; ``None`` for any other text."""
+    if text.isascii() and text.isprintable() and "&" not in text:
+        return " ".join(text.split()).lower()
+    return None
+
+
+def _plain_text_first(clean):
+    """``clean`` with :func:`plain_clean` tried first: ftfy is most of a caption's tokenizing time, and for plain
+    ASCII it returns its input (the ids are the same; ``tests/data`` checks it against the full cleaning)."""
+
+    def fast_clean(text: str) -> str:
+        plain = plain_clean(text)
+        return clean(text) if plain is None else plain
+
+    fast_clean.full = clean  # type: ignore[attr-defined]
+    return fast_clean
 
 
 def get_tokenizer(name: str = "clip_bpe"):
@@ -89,7 +139,7 @@ class ClipTokenizerTransform:
             raise InputError(source, "text", f"expected a string, got {_describe(raw)}")
         if not raw.strip():
             raise InputError(source, "text", "empty text")
-        return get_tokenizer(self.tokenizer)([cut_text(raw)], context_length=self.context_length)[0]
+        return token_ids(cut_text(raw), self.context_length, self.tokenizer)
 
     def __repr__(self) -> str:
         return f"ClipTokenizerTransform(context_length={self.context_length}, tokenizer={self.tokenizer!r})"
