@@ -23,7 +23,7 @@ import torch
 
 from .io import atomic_write_bytes, atomic_write_json, sha256_file  # noqa: F401 - re-exported
 from .errors import CheckpointError
-from .pretrained.weights import deferred_weights, meta_parameters
+from .pretrained.weights import deferred_weights, meta_parameters, params_on_meta
 
 FORMAT = "anybind"
 VERSION = 1
@@ -126,7 +126,9 @@ def load(path: str | Path, *, device: str | torch.device = "cpu", modalities: li
             raise CheckpointError(f"checkpoint {path} has no tower for {missing}; it has {sorted(specs)}")
         specs = {m: specs[m] for m in modalities}
         state = {k: v for k, v in state.items() if k.split(".")[1] in specs}
-    with deferred_weights():  # library towers build on the meta device: the checkpoint supplies every tensor
+    # every tower builds on the meta device (no random initialisation to throw away: seconds for a large tower) and
+    # adopts the checkpoint's tensors below; buffers a builder computes are made as usual
+    with deferred_weights(), params_on_meta():
         model = create_model({m: {"name": s["name"], **s.get("kwargs", {})} for m, s in specs.items()})
     for m, s in specs.items():  # the checkpoint's input contract wins (e.g. a converted model's preprocessing)
         model.encoders[m].input_contract = dict(s.get("input_contract") or model.encoders[m].input_contract)

@@ -50,7 +50,12 @@ def _clip_bpe_tokenizer():
             sys.modules[_STANDALONE_MODULE] = mod
         except Exception:  # noqa: BLE001 - a layout this loader does not know: the regular import
             from open_clip import tokenizer as mod
-    tokenizer = mod.SimpleTokenizer(context_length=mod.DEFAULT_CONTEXT_LENGTH)
+    standalone = getattr(mod, "__name__", "") == _STANDALONE_MODULE
+    existing = getattr(mod, "_tokenizer", None) if standalone else None  # our own copy built one on import
+    if existing is not None and getattr(existing, "context_length", None) == mod.DEFAULT_CONTEXT_LENGTH:
+        tokenizer = existing
+    else:
+        tokenizer = mod.SimpleTokenizer(context_length=mod.DEFAULT_CONTEXT_LENGTH)
     tokenizer.clean_fn = _plain_text_first(tokenizer.clean_fn)
     return tokenizer
 
