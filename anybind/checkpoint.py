@@ -36,7 +36,7 @@ import torch
 
 from .io import atomic_write_bytes, atomic_write_json, fsync_dir, sha256_file  # noqa: F401 - re-exported
 from .errors import AnybindError, CheckpointError, ShapeMismatchError
-from .pretrained.weights import deferred_weights, meta_parameters
+from .pretrained.weights import deferred_weights, meta_parameters, params_on_meta
 
 FORMAT = "anybind"
 VERSION = 1

@@ -70,3 +70,24 @@ def torch_load_problem(exc: BaseException) -> str:
     kept = [p for p in parts if p and not any(a in p.lower() for a in advice)]
     detail = "; ".join(kept) or "an object type outside plain tensors and containers"
     return f"not a plain tensor file that loads without running code ({detail})"
+class UsageError(AnybindError, ValueError):
+    """A command-line argument or option that cannot work (a mistyped modality, a query path that does not exist)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C or SIGTERM after keeping its work; the message says what was kept and how to resume.
+
+    A :class:`KeyboardInterrupt`, so code that handles Ctrl-C handles it too. ``status`` is the exit status a command
+    ends with (130 after SIGINT, 143 after SIGTERM); ``summary`` what the run had done, when it knows.
+    """
+
+    def __init__(self, message: str = "interrupted", status: int = 130, summary=None):
+        super().__init__(message)
+        self.status = int(status)
+        self.summary = summary
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "interrupted"
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.status))

@@ -42,6 +42,8 @@ class Modality:
     * ``transform(contract) -> fn(raw) -> Tensor``: a factory; the returned function runs in DataLoader workers.
     * ``collate(list[Tensor]) -> Tensor``: batch the per-sample tensors.
     * ``extensions``: file suffixes (lower case, with dot) used to infer the modality of a file.
+    * ``explicit_extensions``: further suffixes the reader accepts only when the modality is given (a manifest key,
+      ``as_modality=``), never inferred from the name: ``.txt`` is text, unless a points file is asked for.
     * ``text_like``: plain strings are the content itself, not paths (``text``).
     * ``default_encoder``: registry name used by ``create_model()`` without arguments.
     """
@@ -55,16 +57,24 @@ class Modality:
     default_encoder: str | None = None
     builtin: bool = False
     description: str = ""
+    explicit_extensions: tuple[str, ...] = ()
     _cache: dict = field(default_factory=dict, repr=False)
 
-    def read(self, path: str | Path) -> Any:
+    @property
+    def readable_extensions(self) -> tuple[str, ...]:
+        """Every suffix the reader takes when this modality is given explicitly."""
+        return self.extensions + tuple(e for e in self.explicit_extensions if e not in self.extensions)
+
+    def read(self, path: str | Path, **options: Any) -> Any:
+        """Decode ``path`` with this modality's reader; ``options`` are hints some readers take (the image reader's
+        ``draft``: decode a JPEG at a reduced size no smaller than that)."""
         path = Path(path)
         if not path.exists():
             raise InputError(path, self.name, "file does not exist")
         if path.is_dir():
             raise InputError(path, self.name, "is a directory, expected a file")
         try:
-            return _resolve(self.reader)(path)
+            return _resolve(self.reader)(path, **options) if options else _resolve(self.reader)(path)
         except InputError:
             raise
         except Exception as exc:  # the decoder's own message, wrapped so the file and modality are named
@@ -96,10 +106,11 @@ class Modality:
             return True
         return item.lower().endswith(".txt") and "\n" not in item and Path(item).is_file()
 
-    def load(self, item: Any) -> tuple[Any, str]:
-        """Turn one user item (path, string, array or tensor) into raw data; also return a name for errors."""
+    def load(self, item: Any, **options: Any) -> tuple[Any, str]:
+        """Turn one user item (path, string, array or tensor) into raw data; also return a name for errors.
+        ``options`` go to :meth:`read` for files."""
         if self.is_path(item):
-            return self.read(item), str(item)
+            return self.read(item, **options), str(item)
         if isinstance(item, np.ndarray):
             item = torch.from_numpy(np.ascontiguousarray(item))
         return item, f"<{self.name} {type(item).__name__}>"
@@ -162,16 +173,23 @@ def register_modality(
     text_like: bool = False,
     default_encoder: str | None = None,
     description: str = "",
+    explicit_extensions: Sequence[str] = (),
     replace: bool = False,
     _builtin: bool = False,
 ) -> Modality:
-    """Add a modality. Names are singular lower-case words; a duplicate raises unless ``replace=True``."""
+    """Add a modality. Names are singular lower-case words; a duplicate raises unless ``replace=True``.
+
+    ``extensions`` infer the modality of a file from its name; ``explicit_extensions`` are read only when the
+    modality is given (a suffix another modality claims by name, such as ``.txt`` for points).
+    """
     if not name.isidentifier() or name != name.lower():
         raise ValueError(f"modality names are lower-case identifiers, got {name!r}")
     if name in _MODALITIES and not replace:
         raise RegistryError(f"modality {name!r} is already registered")
-    exts = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
-    m = Modality(name, reader, transform, collate, exts, text_like, default_encoder, _builtin, description)
+    norm = lambda seq: tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in seq)  # noqa: E731
+    exts = norm(extensions)
+    m = Modality(name, reader, transform, collate, exts, text_like, default_encoder, _builtin, description,
+                 norm(explicit_extensions))
     _MODALITIES[name] = m
     return m
 
@@ -231,8 +249,9 @@ register_modality(
 )
 register_modality(
     "audio", reader=_R + "open_audio", transform=_T + "audio_transform", _builtin=True,
-    extensions=(".wav", ".flac", ".ogg", ".mp3"), default_encoder="audio_vit_tiny",
-    description="waveforms -> log-mel clips",
+    extensions=(".wav", ".flac", ".ogg", ".mp3", ".m4a", ".opus", ".aac"), default_encoder="audio_vit_tiny",
+    description="waveforms -> log-mel clips; the audio track of a video file when the modality is given",
+    explicit_extensions=(".mp4", ".webm", ".mkv", ".mov", ".avi"),  # by name these are video
 )
 register_modality(
     "video", reader=_R + "read_video", transform=_T + "video_transform", _builtin=True,
@@ -242,7 +261,7 @@ register_modality(
 register_modality(
     "points", reader=_R + "read_points", transform=_T + "points_transform", _builtin=True,
     extensions=(".npy", ".npz", ".ply", ".xyz", ".pts", ".off", ".obj"), default_encoder="points_transformer_tiny",
-    description="point clouds (xyz or xyzrgb) and meshes",
+    description="point clouds (xyz or xyzrgb) and meshes", explicit_extensions=(".txt",),  # .txt by name is text
 )
 # ImageBind-compatible modalities: tensors only (already preprocessed the ImageBind way).
 for _name in ("depth", "thermal", "imu"):

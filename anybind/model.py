@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
@@ -19,22 +20,25 @@ class ItemDataset(Dataset):
     """Raw user items of one modality -> transformed tensors (runs in DataLoader workers).
 
     With ``skip_errors`` a bad item yields ``(index, None, error message)`` instead of raising, so long runs
-    continue and report what they skipped.
+    continue and report what they skipped. With ``timed`` every batch also carries the seconds its items spent
+    being read (decoded) and transformed: ``{"read": s, "transform": s}``.
     """
 
-    def __init__(self, modality: str, items: Sequence[Any], contract: dict, skip_errors: bool = False):
+    def __init__(self, modality: str, items: Sequence[Any], contract: dict, skip_errors: bool = False,
+                 timed: bool = False):
         self.modality = get_modality(modality)
         self.items = list(items)
         self.contract = dict(contract)
         self.skip_errors = skip_errors
-        self._transform = None
+        self.timed = timed
+        # built here, once: DataLoader workers forked later inherit it (and a tokenizer it prepared)
+        self._transform = prepared_transform(self.modality, self.contract)
+        self._read_options = reader_options(self._transform)
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int):
-        if self._transform is None:  # built lazily so that each worker builds its own
-            self._transform = self.modality.make_transform(self.contract)
         if get_worker_info() is None and torch.get_num_threads() > 1:
             # in the main process (num_workers=0): decode and transform on one thread, as a worker does. Their many
             # small ops gain nothing from more threads and, right after a tower's parallel regions, lose up to 40x
@@ -48,8 +52,11 @@ class ItemDataset(Dataset):
         return self._item(i)
 
     def _item(self, i: int):
+        t0 = time.perf_counter()
+        t1 = t0
         try:
-            raw, source = self.modality.load(self.items[i])
+            raw, source = self.modality.load(self.items[i], **self._read_options)
+            t1 = time.perf_counter()
             try:
                 x = self._transform(raw)
             except InputError as err:
@@ -58,18 +65,43 @@ class ItemDataset(Dataset):
                 raise
             except Exception as exc:
                 raise InputError(source, self.modality.name, f"transform failed ({type(exc).__name__}: {exc})") from exc
-            return i, x, None
+            row = (i, x, None)
+            t2 = time.perf_counter()
+            lazy = float(getattr(raw, "decode_seconds", 0.0) or 0.0)  # a lazy source decodes during the transform
+            if self.timed:
+                return (*row, (t1 - t0 + lazy, max(0.0, t2 - t1 - lazy)))
+            return row
         except InputError as err:
             if not self.skip_errors:
                 raise
-            return i, None, str(err)
+            row = (i, None, str(err))
+        return (*row, (t1 - t0, time.perf_counter() - t1)) if self.timed else row
 
     def collate(self, rows):
         idx = [r[0] for r in rows if r[1] is not None]
         xs = [r[1] for r in rows if r[1] is not None]
         errors = [(r[0], r[2]) for r in rows if r[1] is None]
         batch = self.modality.collate_fn(xs) if xs else None
-        return torch.tensor(idx, dtype=torch.long), batch, errors
+        out = (torch.tensor(idx, dtype=torch.long), batch, errors)
+        if self.timed:
+            return (*out, {"read": sum(r[3][0] for r in rows), "transform": sum(r[3][1] for r in rows)})
+        return out
+
+
+def prepared_transform(modality, contract: dict):
+    """``modality.make_transform(contract)``, with its expensive state (a tokenizer) built now, in this process."""
+    fn = modality.make_transform(contract)
+    prepare = getattr(fn, "prepare", None)
+    if callable(prepare):
+        prepare()
+    return fn
+
+
+def reader_options(transform) -> dict:
+    """What a transform asks of the reader (``ImageTransform``: decode a JPEG at reduced size when it will be
+    shrunk anyway); ``{}`` for transforms that need the file decoded exactly (library and ImageBind parity)."""
+    options = getattr(transform, "reader_options", None)
+    return dict(options) if isinstance(options, dict) else {}
 
 
 def _progress(iterable: Iterable, total: int, desc: str, enabled: bool):

@@ -26,11 +26,18 @@ CLIP_CONTEXT_LENGTH = 77
 
 
 class TextStem(nn.Module):
-    """``ids (N, L) int64 -> (N, L, width)``: token embedding plus learned positions."""
+    """``ids (N, L) int64 -> (N, L', width)``: token embedding plus learned positions.
 
-    def __init__(self, width: int, *, vocab_size: int = CLIP_VOCAB_SIZE, context_length: int = CLIP_CONTEXT_LENGTH):
+    ``trim_after_eot``: keep only the positions up to the batch's last end-of-text token (``L' <= L``). A causal
+    trunk pooled at EOT gives exactly the same embedding without the padding behind it (no position up to EOT can
+    see it), and a caption of 12 tokens then costs 12 positions instead of 77.
+    """
+
+    def __init__(self, width: int, *, vocab_size: int = CLIP_VOCAB_SIZE, context_length: int = CLIP_CONTEXT_LENGTH,
+                 trim_after_eot: bool = False):
         super().__init__()
         self.vocab_size, self.context_length = vocab_size, context_length
+        self.trim_after_eot = trim_after_eot
         self.token_embedding = nn.Embedding(vocab_size, width)
         self.positional_embedding = nn.Parameter(torch.zeros(context_length, width))
 
@@ -43,6 +50,10 @@ class TextStem(nn.Module):
                 f"TextStem expects integer token ids (N, {self.context_length}), got {tuple(ids.shape)} {ids.dtype}; "
                 "the text transform must use this encoder's input contract"
             )
+        if self.trim_after_eot:
+            length = int(ids.argmax(dim=-1).max()) + 1  # the head pools at argmax(ids): nothing after it matters
+            ids = ids[:, :length]
+            return self.token_embedding(ids) + self.positional_embedding[:length]
         return self.token_embedding(ids) + self.positional_embedding
 
 
@@ -124,7 +135,7 @@ def build_text_transformer(
 
     ``pretrained`` is a LOCAL OpenCLIP text-tower (or anybind text-tower) file of the same width, depth and heads.
     """
-    stem = TextStem(width, vocab_size=vocab_size, context_length=context_length)
+    stem = TextStem(width, vocab_size=vocab_size, context_length=context_length, trim_after_eot=True)
     trunk = Transformer(width, depth, num_heads, mlp_ratio=mlp_ratio, drop_path=drop_path, causal=True,
                         layer_scale=layer_scale, final_norm=False)
     contract = {"context_length": context_length, "tokenizer": tokenizer}

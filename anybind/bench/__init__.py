@@ -29,7 +29,9 @@ SUITES = ("encoders", "data", "train", "retrieval", "imagebind")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="anybind-bench", description=__doc__.split("\n\n")[0],
+    from ..cli import ArgumentParser  # one-line errors, --debug
+
+    p = ArgumentParser(prog="anybind-bench", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n\n".join(__doc__.split("\n\n")[1:]))
     p.add_argument("suite", choices=[*SUITES, "all"])

@@ -51,7 +51,9 @@ def _parse_heads(items: Sequence[str]) -> dict[str, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="anybind-convert", description="Convert outside checkpoints to anybind's format.")
+    from ..cli import ArgumentParser  # one-line errors, --debug
+
+    parser = ArgumentParser(prog="anybind-convert", description="Convert outside checkpoints to anybind's format.")
     sub = parser.add_subparsers(dest="source", required=True)
     ib = sub.add_parser("imagebind", help="an ImageBind state dict (.pth), e.g. imagebind_huge.pth")
     ib.add_argument("src", type=Path, help="ImageBind checkpoint (.pth / .pt)")

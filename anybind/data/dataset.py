@@ -46,14 +46,18 @@ class ManifestDataset(Dataset):
         self._transforms: dict[str, Callable[[Any], torch.Tensor]] = {}
         self._cache: dict[tuple[int, str], torch.Tensor] | None = None
         self.embedded: set[str] = set()  # modalities whose cache holds embeddings (trainer.cache_frozen)
+        for m in self.contracts:  # built now: forked DataLoader workers share them (a tokenizer is built once)
+            self.transform(m)
 
     def __len__(self) -> int:
         return len(self.manifest)
 
     def transform(self, modality: str) -> Callable[[Any], torch.Tensor]:
         fn = self._transforms.get(modality)
-        if fn is None:  # built lazily so that every DataLoader worker builds its own, once
-            fn = self._transforms[modality] = get_modality(modality).make_transform(self.contracts[modality])
+        if fn is None:  # a worker started by pickling (not forking) builds its own, once
+            from ..model import prepared_transform
+
+            fn = self._transforms[modality] = prepared_transform(get_modality(modality), self.contracts[modality])
         return fn
 
     def __getstate__(self):  # transforms are rebuilt in each worker rather than pickled
@@ -71,9 +75,11 @@ class ManifestDataset(Dataset):
         if modality in self.embedded:  # only preloaded samples were embedded; this one failed to preload
             raise InputError(sample.items[modality], modality, "could not be preloaded, so the frozen tower's "
                              "cached embedding (trainer.cache_frozen) does not exist for it")
-        spec = get_modality(modality)
-        raw, source = spec.load(sample.items[modality])
-        return apply_transform(self.transform(modality), raw, source, modality)
+        from ..model import reader_options
+
+        spec, fn = get_modality(modality), self.transform(modality)
+        raw, source = spec.load(sample.items[modality], **reader_options(fn))
+        return apply_transform(fn, raw, source, modality)
 
     def available(self, index: int) -> tuple[str, ...]:
         return tuple(m for m in self.manifest[index].items if m in self.contracts)
@@ -179,5 +185,10 @@ def apply_transform(fn: Callable[[Any], torch.Tensor], raw: Any, source: str, mo
 
 
 def worker_init(worker_id: int) -> None:
-    """DataLoader workers: one intra-op thread each (workers run in parallel; more threads only contend)."""
+    """DataLoader workers: one intra-op thread each (workers run in parallel; more threads only contend), deaf to
+    Ctrl-C and SIGTERM: the main process decides when to stop (after a checkpoint) and then stops them."""
+    import signal
+
     torch.set_num_threads(1)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)

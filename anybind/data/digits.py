@@ -30,6 +30,7 @@ import argparse
 import gzip
 import json
 import re
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -294,6 +295,42 @@ def prepare_digits(fsdd_dir: str | Path, mnist_dir: str | Path, out_dir: str | P
     return DigitsData(out, manifests, counts, p)
 
 
+def _as_json(value):
+    return json.loads(json.dumps(value))  # tuples -> lists, as read back from digits.json
+
+
+def read_preparation(out_dir: str | Path) -> dict | None:
+    """The ``params`` a digits folder was prepared with (``digits.json``), or ``None`` if it never was."""
+    try:
+        params = json.loads((Path(out_dir) / "digits.json").read_text())["params"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return params if isinstance(params, dict) else None
+
+
+def preparation_differences(out_dir: str | Path, **wanted) -> dict | None:
+    """How the digits folder ``out_dir`` was prepared differently from ``wanted`` (:class:`DigitsParams` fields, and
+    ``fsdd`` / ``mnist`` folders): ``{name: (found, wanted)}``, ``{}`` when every one matches, ``None`` when the
+    folder was never prepared. Parameters not in ``wanted`` are not compared."""
+    found = read_preparation(out_dir)
+    if found is None:
+        return None
+    fields = set(DigitsParams.__dataclass_fields__) | {"fsdd", "mnist"}
+    unknown = sorted(set(wanted) - fields)
+    if unknown:
+        raise ValueError(f"unknown digits preparation parameters {unknown} (known: {sorted(fields)})")
+    diff = {}
+    for key, value in wanted.items():
+        value = str(Path(value).resolve()) if key in ("fsdd", "mnist") else _as_json(value)
+        if found.get(key) != value:
+            diff[key] = (found.get(key), value)
+    return diff
+
+
+def describe_differences(diff: dict) -> str:
+    return ", ".join(f"{k} {found!r} -> {wanted!r}" for k, (found, wanted) in diff.items())
+
+
 # --------------------------------------------------------------------------------------------------- CLI
 def default_data_dir() -> Path:
     """``../shared/data`` next to the repository (where the project's tests find FSDD and MNIST)."""
@@ -303,7 +340,9 @@ def default_data_dir() -> Path:
 def main(argv: list[str] | None = None) -> None:
     """``anybind-prepare-digits``: write the digits manifests (see :mod:`anybind.data.digits`)."""
     d, shared = DigitsParams(), default_data_dir()
-    ap = argparse.ArgumentParser(prog="anybind-prepare-digits",
+    from ..cli import ArgumentParser  # one-line errors, --debug
+
+    ap = ArgumentParser(prog="anybind-prepare-digits",
                                  description="FSDD + MNIST -> image-text and audio-image manifests paired by digit")
     ap.add_argument("--fsdd", default=str(shared / "fsdd" / "recordings"), help="FSDD recordings folder")
     ap.add_argument("--mnist", default=str(shared / "mnist"), help="folder with t10k-images/labels idx(.gz) files")
@@ -319,14 +358,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--speakers", nargs="*", default=None, help="small subset: these FSDD speakers only")
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
-    info = prepare_digits(a.fsdd, a.mnist, a.out, heldout_speakers=tuple(a.heldout_speakers),
-                          mnist_test_fraction=a.mnist_test_fraction, captions_per_image=a.captions_per_image,
-                          images_per_recording=a.images_per_recording, seed=a.seed,
-                          images_per_class=a.images_per_class, max_take=a.max_take,
-                          speakers=tuple(a.speakers) if a.speakers else None)
+    params = dict(heldout_speakers=tuple(a.heldout_speakers), mnist_test_fraction=a.mnist_test_fraction,
+                  captions_per_image=a.captions_per_image, images_per_recording=a.images_per_recording, seed=a.seed,
+                  images_per_class=a.images_per_class, max_take=a.max_take,
+                  speakers=tuple(a.speakers) if a.speakers else None)
+    diff = preparation_differences(a.out, fsdd=a.fsdd, mnist=a.mnist, **params)
+    if diff:  # every manifest is written again: nothing of the other preparation is reused
+        print(f"{a.out} was prepared with other parameters ({describe_differences(diff)}); preparing it again",
+              file=sys.stderr)
+    info = prepare_digits(a.fsdd, a.mnist, a.out, **params)
     print(f"digits data in {info.root} ({time.perf_counter() - t0:.1f} s)")
     print(json.dumps({"counts": info.counts, "manifests": {k: str(v) for k, v in info.manifests.items()}}, indent=2))
 
 
 if __name__ == "__main__":
-    main()
+    from ..cli import run_command
+
+    run_command("anybind-prepare-digits", main)

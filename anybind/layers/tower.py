@@ -5,7 +5,8 @@ same members (:class:`EncoderProtocol`).
 
 Multi-clip inputs are declared, never guessed from tensor rank: when ``input_contract["clips"]`` is set, the
 transform produces ``(S, ...)`` per sample, batches are ``(B, S, ...)``, and the tower embeds every clip,
-L2-normalizes each, averages over clips and normalizes again.
+L2-normalizes each, averages over clips and normalizes again. Outside autograd, a sample whose clips are all equal
+(a recording shorter than one clip) has its clip embedded once.
 """
 
 from __future__ import annotations
@@ -83,15 +84,26 @@ class EncoderTower(nn.Module):
     def forward_head(self, tokens: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return self.head(tokens, x)
 
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.forward_head(self.forward_features(x), x).float(), dim=-1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        clips = self.num_clips
-        if clips:
-            B, S = x.shape[:2]
-            x = x.flatten(0, 1)
-        z = F.normalize(self.forward_head(self.forward_features(x), x).float(), dim=-1)
-        if clips:
-            z = F.normalize(z.view(B, S, -1).mean(dim=1), dim=-1)
-        return z
+        if not self.num_clips:
+            return self._embed(x)
+        B, S = x.shape[:2]
+        flat = x.flatten(0, 1)
+        if S > 1 and not torch.is_grad_enabled():
+            same = (x == x[:, :1]).flatten(2).all(dim=2).all(dim=1)  # (B,): every clip equal to the first
+            if bool(same.any()):
+                # A file shorter than one clip gives S copies of the same clip: embed it once. The mean of equal
+                # unit vectors is that vector, so the result is the same (to rounding) for a fraction of the work.
+                rows = torch.arange(B * S, device=x.device).view(B, S)
+                keep = torch.where(same[:, None], rows[:, :1].expand(B, S), rows)  # (B, S) row to take for each clip
+                unique, inverse = torch.unique(keep.flatten(), return_inverse=True)
+                z = self._embed(flat[unique])[inverse]
+                return F.normalize(z.view(B, S, -1).mean(dim=1), dim=-1)
+        z = self._embed(flat)
+        return F.normalize(z.view(B, S, -1).mean(dim=1), dim=-1)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         if hasattr(self.trunk, "set_grad_checkpointing"):

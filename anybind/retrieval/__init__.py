@@ -8,15 +8,58 @@
     index.save("runs/emb/index"); index = Index.load("runs/emb/index")
     hits = search(model, index, [("image", "cat.png"), ("text", "on grass")], weights=[1, 0.5], k=10,
                   modalities=["image", "video"])
+
+Names are imported on first use (``anybind-search --help`` needs none of them).
 """
 
-from .embed import EmbedSummary, embed_to_store, items_from_folder, items_from_manifest
-from .index import Hit, Index, IndexParams, build_index, choose_kind, estimate_memory, exact_topk
-from .search import as_queries, combine, contact_sheet, embed_queries, parse_query, search
-from .store import EmbeddingStore, StoreWriter, merge_stores, write_store
+from __future__ import annotations
 
-__all__ = [
-    "EmbedSummary", "EmbeddingStore", "Hit", "Index", "IndexParams", "StoreWriter", "as_queries", "build_index",
-    "choose_kind", "combine", "contact_sheet", "embed_queries", "embed_to_store", "estimate_memory", "exact_topk",
-    "items_from_folder", "items_from_manifest", "merge_stores", "parse_query", "search", "write_store",
-]
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
+_LAZY = {
+    "EmbedSummary": "embed", "embed_to_store": "embed", "items_from_folder": "embed", "items_from_manifest": "embed",
+    "Hit": "index", "Index": "index", "IndexParams": "index", "build_index": "index", "choose_kind": "index",
+    "estimate_memory": "index", "exact_topk": "index",
+    "as_queries": "search", "combine": "search", "contact_sheet": "search", "cross_modal_search": "search",
+    "embed_queries": "search", "parse_query": "search", "search": "search",
+    "EmbeddingStore": "store", "StoreWriter": "store", "merge_stores": "store", "write_store": "store",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'anybind.retrieval' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
+
+class _Package(types.ModuleType):
+    """Importing the submodule ``anybind.retrieval.search`` must not hide the function ``search`` of the same name
+    (the import system sets the package attribute to the submodule once it has run)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "search" and isinstance(value, types.ModuleType):
+            value = value.search
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+if TYPE_CHECKING:
+    from .embed import EmbedSummary, embed_to_store, items_from_folder, items_from_manifest
+    from .index import Hit, Index, IndexParams, build_index, choose_kind, estimate_memory, exact_topk
+    from .search import (as_queries, combine, contact_sheet, cross_modal_search, embed_queries, parse_query,
+                         search)
+    from .store import EmbeddingStore, StoreWriter, merge_stores, write_store

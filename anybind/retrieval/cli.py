@@ -15,12 +15,14 @@ from typing import Any, Mapping, Sequence
 log = logging.getLogger("anybind.retrieval")
 
 
-def load_model(checkpoint: str | None = None, encoders: Mapping[str, str] | None = None, device: str = "cpu"):
-    """A checkpoint (``anybind.load``) or, for smoke tests, a random model from registry names."""
+def load_model(checkpoint: str | None = None, encoders: Mapping[str, str] | None = None, device: str = "cpu",
+               modalities: Sequence[str] | None = None):
+    """A checkpoint (``anybind.load``; ``modalities``: only those towers) or, for smoke tests, a random model from
+    registry names."""
     import anybind
 
     if checkpoint:
-        return anybind.load(checkpoint, device=device)
+        return anybind.load(checkpoint, device=device, modalities=None if modalities is None else list(modalities))
     if encoders:
         return anybind.create_model(dict(encoders)).to(device).eval()
     raise ValueError("give model.checkpoint=<path> (or model.encoders={modality: registry name} for a random model)")
@@ -32,19 +34,70 @@ def _plain(cfg) -> dict:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
 
 
+def resume_command(argv: Sequence[str] | None = None, prog: str = "anybind-embed") -> str:
+    """The command line that resumes this run: the same arguments, without ``overwrite=true`` (which would start over)."""
+    import shlex
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    keep = [a for a in args if not a.lower().lstrip("+~").startswith("overwrite=")]
+    return " ".join([prog, *(shlex.quote(a) for a in keep)])
+
+
+def _raise_on_sigterm():
+    """Turn SIGTERM into :class:`Interrupted` (status 143) in the main thread, as Ctrl-C is a KeyboardInterrupt;
+    returns the handler it replaced (``None`` outside the main thread, where nothing is installed)."""
+    import signal
+    import threading
+
+    from ..errors import Interrupted
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def on_term(signum, frame):
+        raise Interrupted("terminated (SIGTERM)", status=143)
+
+    return signal.signal(signal.SIGTERM, on_term)
+
+
 def run_embed(cfg) -> dict:
-    """Embed ``cfg.input`` into the store ``cfg.out`` and (``cfg.index.build``) save an index beside it."""
+    """Embed ``cfg.input`` into the store ``cfg.out`` and (``cfg.index.build``) save an index beside it.
+
+    Ctrl-C or SIGTERM stops after writing what the current shard has: the summary is printed and
+    :class:`anybind.errors.Interrupted` raised with the command that resumes.
+    """
+    import signal
+
+    from ..errors import Interrupted
     from .embed import embed_to_store
     from .index import build_index
 
     c = _plain(cfg)
     m = c.get("model") or {}
     model = load_model(m.get("checkpoint"), m.get("encoders"), m.get("device", "cpu"))
-    summary = embed_to_store(model, c["input"], c["out"], modality=c.get("as_modality") or c.get("modality"), modalities=c.get("modalities"),
-                             split=c.get("split"), shard_size=c.get("shard_size", 4096), batch_size=c.get("batch_size", 64),
-                             num_workers=c.get("num_workers", 0), dtype=c.get("dtype", "float32"),
-                             overwrite=c.get("overwrite", False), progress=c.get("progress", True), checkpoint=m.get("checkpoint"),
-                             root_only=c.get("root_only", False))
+    previous = _raise_on_sigterm()
+    try:
+        summary = embed_to_store(
+            model, c["input"], c["out"], modality=c.get("as_modality") or c.get("modality"),
+            modalities=c.get("modalities"), split=c.get("split"), shard_size=c.get("shard_size", 4096),
+            batch_size=c.get("batch_size", 64), num_workers=c.get("num_workers", "auto"),
+            dtype=c.get("dtype", "float32"), overwrite=c.get("overwrite", False), progress=c.get("progress", True),
+            checkpoint=m.get("checkpoint"), root_only=c.get("root_only", False),
+            flush_seconds=c.get("flush_seconds", 30.0), text_sidecars=c.get("text_sidecars", False),
+            precision=c.get("precision", "auto"))
+    except Interrupted as exc:
+        if exc.summary is None:
+            raise
+        s = exc.summary
+        print(s.describe(), flush=True)
+        left = s.planned - s.done
+        word = "terminated (SIGTERM)" if exc.status == 143 else "interrupted"
+        raise Interrupted(f"{word}: {s.done} of {s.planned} inputs are done and kept in {s.store.path} "
+                          f"({s.embedded + s.failed} by this run); {left} left, no index built yet. Resume with:\n  "
+                          f"{resume_command()}", status=exc.status, summary=s) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     print(summary.describe())
     result = {"store": str(summary.store.path), "vectors": len(summary.store), "failed": len(summary.store.errors)}
     ix = c.get("index") or {}
@@ -78,13 +131,10 @@ def _hydra_main(config_name: str, fn):
     def main(cfg) -> None:
         from hydra.core.hydra_config import HydraConfig
 
-        from ..errors import AnybindError
+        from ..cli import user_errors
 
-        try:
+        with user_errors():  # one line and exit 2, before Hydra adds its own "Error executing job" line
             fn(cfg, HydraConfig.get().runtime.output_dir)
-        except AnybindError as exc:  # a damaged checkpoint, a locked store, a bad input: one line, exit 2
-            print(f"anybind-{'embed' if config_name == 'embed' else 'eval'}: error: {exc}", file=sys.stderr)
-            raise SystemExit(2) from None
 
     main()
 
@@ -103,63 +153,126 @@ def eval_main() -> None:
 
 
 def search_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    from ..cli import ArgumentParser
+
+    p = ArgumentParser(
         prog="anybind-search",
-        description="Query an index with files or texts of any modality; several queries combine as a weighted sum.",
-        epilog='example: anybind-search --index runs/emb/index --query image:cat.png --query "text:on grass" '
-               "--weight 1 --weight 0.5 --target image --target video -k 10 --sheet hits.png")
+        description="Query an index with files or texts of any modality; several queries combine as a weighted sum. "
+                    "By default the results are the top hits of every modality other than the query's own "
+                    "(a caption finds images, sounds, videos, point clouds); --target chooses the modalities.",
+        epilog='examples: anybind-search --index runs/emb/index -q "a dog barking" -k 5 --sheet hits.png   '
+               "(top 5 images, top 5 sounds, ...);   anybind-search --index runs/emb/index -q image:cat.png "
+               '-q "text:on grass" -w 1 -w 0.5 --target image --target video -k 10')
     p.add_argument("--index", required=True, help="a saved index folder, or an embedding store (indexed in memory)")
     p.add_argument("--checkpoint", help="model checkpoint (default: the one recorded in the index)")
     p.add_argument("--encoders", help="modality=registry_name,... : a random model instead of a checkpoint (tests)")
     p.add_argument("--query", "-q", action="append", required=True,
-                   help="MODALITY:VALUE (a path, or the text for text); a bare path infers the modality, other text is text")
+                   help="MODALITY:VALUE (a path, or the text for text); a bare path infers the modality, other words "
+                        "are text (a missing file is an error; text:WORDS searches for any string as text)")
     p.add_argument("--weight", "-w", action="append", type=float, help="one per --query (default 1 each)")
-    p.add_argument("--target", "-t", action="append", help="restrict results to this modality (repeatable)")
-    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--target", "-t", action="append", metavar="MODALITY",
+                   help="search only this modality (repeatable; one ranking over them); 'all': one ranking over every "
+                        "modality, the query's own included. Default: top k of each other modality")
+    p.add_argument("-k", type=int, default=10, help="hits per modality (cross-modal default) or in all (--target)")
     p.add_argument("--json", dest="json_out", help="write the results as JSON to this file (default: stdout)")
     p.add_argument("--sheet", help="write a contact-sheet PNG of the results")
     p.add_argument("--device", default="cpu")
     return p
 
 
+def _check_target_names(targets: Sequence[str] | None) -> None:
+    """Every ``--target`` is a modality name (or ``all``); a mistyped one fails before anything is loaded."""
+    import difflib
+
+    from ..errors import UsageError
+    from ..modality import list_modalities
+
+    known = list_modalities()
+    for t in targets or ():
+        if t != "all" and t not in known:
+            close = difflib.get_close_matches(t, known, n=1)
+            hint = f"; did you mean --target {close[0]}?" if close else ""
+            raise UsageError(f"--target {t!r} is not a modality (modalities: {', '.join(known)}, or all){hint}")
+
+
+def _check_targets(targets: Sequence[str] | None, index) -> list[str] | None:
+    """``--target`` values -> modality names (``None``: cross-modal default; ``all``: every modality)."""
+    from ..errors import UsageError
+
+    if not targets:
+        return None
+    if "all" in targets:
+        return list(index.modalities)
+    missing = [t for t in targets if t not in index.modalities]
+    if len(missing) == len(targets):
+        raise UsageError(f"the index holds no {', '.join(missing)} vectors; it holds {', '.join(index.modalities)}")
+    return list(targets)
+
+
 def run_search(argv: Sequence[str] | None = None) -> dict:
-    from .index import Index, build_index
-    from .search import as_queries, search
+    from ..errors import UsageError
 
     args = search_parser().parse_args(argv)
+    if args.k < 1:
+        raise UsageError(f"-k must be at least 1, got {args.k}")
+    from .search import as_queries
+
+    _check_target_names(args.target)
+    queries = as_queries(args.query)  # a mistyped path fails here, before anything is loaded
+    if args.weight and len(args.weight) != len(queries):
+        raise UsageError(f"{len(queries)} --query but {len(args.weight)} --weight; give one per query")
+    from .index import Index, build_index
+    from .search import cross_modal_search, cross_modal_targets, search
+
     path = Path(args.index)
+    if not path.exists():
+        raise UsageError(f"--index {path}: no such folder")
     index = build_index(path, kind="auto") if (path / "store.json").exists() else Index.load(path)
+    targets = _check_targets(args.target, index)
     encoders = dict(kv.split("=", 1) for kv in args.encoders.split(",")) if args.encoders else None
     checkpoint = args.checkpoint or (None if encoders else index.model.get("checkpoint"))
     if not checkpoint and not encoders:
-        raise SystemExit("anybind-search: the index records no checkpoint; pass --checkpoint")
-    model = load_model(checkpoint, encoders, args.device)
-    queries = as_queries(args.query)
-    if args.weight and len(args.weight) != len(queries):
-        raise SystemExit(f"anybind-search: {len(queries)} --query but {len(args.weight)} --weight; give one per query")
-    hits = search(model, index, queries, weights=args.weight, k=args.k, modalities=args.target)
-    result = {"queries": [{"modality": m, "value": str(v)} for m, v in queries], "weights": args.weight or [1.0] * len(queries),
-              "targets": args.target, "k": args.k, "hits": [h.to_dict() for h in hits]}
+        raise UsageError("the index records no checkpoint; pass --checkpoint")
+    needed = list(dict.fromkeys(m for m, _ in queries))  # only the towers the queries go through
+    if encoders:
+        missing = [m for m in needed if m not in encoders]
+        if missing:
+            raise UsageError(f"--encoders names no tower for the query modality {', '.join(missing)}")
+        encoders = {m: encoders[m] for m in needed}
+    model = load_model(checkpoint, encoders, args.device, modalities=None if encoders else needed)
+    weights = args.weight or [1.0] * len(queries)
+    result: dict[str, Any] = {"queries": [{"modality": m, "value": str(v)} for m, v in queries], "weights": weights,
+                              "k": args.k}
+    if targets is None:
+        chosen, note = cross_modal_targets(index, needed)
+        groups = cross_modal_search(model, index, queries, weights=args.weight, k=args.k, modalities=chosen)
+        hits = [h for g in groups.values() for h in g]
+        result.update({"mode": "cross-modal", "note": note, "targets": chosen,
+                       "by_modality": {m: [h.to_dict() for h in g] for m, g in groups.items()}})
+    else:
+        groups = None
+        hits = search(model, index, queries, weights=args.weight, k=args.k, modalities=targets)
+        note = f"one ranking over {', '.join(targets)}"
+        result.update({"mode": "all" if "all" in args.target else "targets", "note": note, "targets": targets})
+    result["hits"] = [h.to_dict() for h in hits]
+    print(f"anybind-search: {note}", file=sys.stderr, flush=True)
     if args.sheet:
         from .search import contact_sheet
 
         title = " + ".join(f"{w:g} x {m} " + (f'"{v}"' if m == "text" else Path(str(v)).name)
-                           for (m, v), w in zip(queries, result["weights"]))
-        result["sheet"] = str(contact_sheet(hits, args.sheet, title=title))
+                           for (m, v), w in zip(queries, weights))
+        result["sheet"] = str(contact_sheet(groups if groups is not None else hits, args.sheet, title=title))
     text = json.dumps(result, indent=2, ensure_ascii=False)
     if args.json_out:
+        from ..io import atomic_write_bytes
+
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_out).write_text(text + "\n")
+        atomic_write_bytes(Path(args.json_out), (text + "\n").encode())
     else:
         sys.stdout.write(text + "\n")
     return result
 
 
 def search_main() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from ..errors import AnybindError
-
-    try:
-        run_search()
-    except AnybindError as exc:
-        raise SystemExit(f"anybind-search: {exc}") from None
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    run_search()

@@ -36,12 +36,15 @@ class EmbedConfig:
     # force the modality of a folder's files (default: from the extension); not `modality`, which is the name of
     # the training config group conf/modality/ and so cannot be a plain key on the command line
     as_modality: Optional[str] = None
+    text_sidecars: bool = False  # folders: embed a .txt beside a media file of the same name too (default: skip)
     modalities: Optional[list[str]] = None  # keep only these
     split: Optional[str] = None
     root_only: bool = False  # refuse paths that escape the manifest's / folder's own folder (.., absolute, symlinks)
     shard_size: int = 4096
+    flush_seconds: Optional[float] = 30.0  # write a shard's rows so far at least this often; None: whole shards
     batch_size: int = 64
-    num_workers: int = 2
+    num_workers: Any = "auto"  # an int, or auto (from the machine: anybind.retrieval.embed.auto_workers)
+    precision: str = "auto"  # fp32 | bf16 | auto: bf16 where the hardware multiplies it natively (AMX CPU, GPU)
     dtype: str = "float32"  # float32 | float16
     overwrite: bool = False
     progress: bool = True

@@ -59,11 +59,14 @@ def _plan(model, source, modality, modalities, split, shard_size):
 @torch.no_grad()
 def embed_slice(model, source: str | Path | Sequence[Any], out_dir: str | Path, *, rank: int, world: int,
                 modality: str | None = None, modalities: Iterable[str] | None = None, split: str | None = None,
-                shard_size: int = 4096, batch_size: int = 64, num_workers: int = 0, dtype: str = "float32",
+                shard_size: int = 4096, batch_size: int = 64, num_workers: int | str = 0, dtype: str = "float32",
                 progress: bool = True, checkpoint: str | Path | None = None) -> tuple[EmbedSummary, list[str]]:
     """Embed this rank's shards of the plan into ``out_dir``; returns (what it did, every planned shard name)."""
     if not 0 <= rank < world:
         raise ValueError(f"rank {rank} is outside a world of {world}")
+    from .embed import resolve_workers
+
+    num_workers = resolve_workers(num_workers, model.device)
     t0 = time.perf_counter()
     plan, ignored = _plan(model, source, modality, None if modalities is None else list(modalities), split, shard_size)
     writer = StoreWriter(out_dir, model.embed_dim, dtype=dtype, model=model_info(model, checkpoint), shared=True)
@@ -138,7 +141,7 @@ def run_distributed_embed(cfg, env: dict | None = None) -> dict:
         summary, names = embed_slice(
             model, c["input"], c["out"], rank=rank, world=world, modality=c.get("as_modality"),
             modalities=c.get("modalities"), split=c.get("split"), shard_size=c.get("shard_size", 4096),
-            batch_size=c.get("batch_size", 64), num_workers=c.get("num_workers", 0), dtype=c.get("dtype", "float32"),
+            batch_size=c.get("batch_size", 64), num_workers=c.get("num_workers", "auto"), dtype=c.get("dtype", "float32"),
             progress=c.get("progress", True), checkpoint=m.get("checkpoint"))
         log.info("rank %d/%d: embedded %d items in %d shards (%d reused, %d failed)", rank, world, summary.embedded,
                  summary.shards_written, summary.shards_reused, summary.failed)

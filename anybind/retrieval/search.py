@@ -2,6 +2,10 @@
 
 Several queries combine by weighted embedding arithmetic: ``normalize(sum_i w_i * embed(q_i))``, so
 ``image:cat.png`` plus ``text:"on grass"`` at weight 0.5 finds things like the picture, nudged towards the text.
+
+:func:`cross_modal_search` (what ``anybind-search`` does by default) returns the top hits of every modality other
+than the query's own: the nearest neighbours of a caption are mostly other captions, which is rarely what a
+search across modalities is for.
 """
 
 from __future__ import annotations
@@ -19,13 +23,38 @@ from .index import Hit, Index, normalize
 Query = tuple[str, Any]
 
 
+def looks_like_path(spec: str) -> bool:
+    """Whether a query string reads as a file name rather than words: one line, and either a leading ``/``,
+    ``./``, ``../`` or ``~`` (or a drive letter), or, with no space in it, a suffix that a modality claims
+    (``dog.wav``)."""
+    s = spec.strip()
+    if not s or "\n" in s:
+        return False
+    if s.startswith(("/", "./", "../", "~", ".\\", "..\\")) or (len(s) > 2 and s[1] == ":" and s[2] in "/\\"):
+        return True
+    suffix = Path(s).suffix.lower()
+    return " " not in s and bool(suffix) and any(suffix in get_modality(m).extensions for m in list_modalities())
+
+
 def parse_query(spec: str) -> Query:
-    """``"image:cat.png"`` -> ``("image", "cat.png")``; ``"cat.png"`` infers the modality; other text is a text query."""
+    """``"image:cat.png"`` -> ``("image", "cat.png")``; ``"cat.png"`` infers the modality; other text is a text query.
+
+    A string that looks like a path (:func:`looks_like_path`) but names no file raises :class:`InputError` instead of
+    quietly searching for its characters as text (``"text:..."`` searches for any string as text).
+    """
     head, sep, rest = spec.partition(":")
     if sep and head in list_modalities():
-        return head, rest
-    if Path(spec).is_file():
-        return modality_for_path(spec), spec
+        return head, rest  # a missing file is reported when the query is embedded, naming it
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return modality_for_path(path), str(path)
+    if looks_like_path(spec):
+        problem = "is a folder, not a file" if path.is_dir() else "looks like a file path, but there is no such file"
+        try:
+            guess = modality_for_path(spec)
+        except InputError:
+            guess = "query"
+        raise InputError(spec, guess, f"{problem} (to search for these characters as words, write text:{spec})")
     return "text", spec
 
 
@@ -68,6 +97,15 @@ def combine(vectors: np.ndarray, weights: Sequence[float] | None = None) -> np.n
     return normalize(v[None])[0]
 
 
+def _query_vector(model, index: Index, queries, weights) -> tuple[list[Query], np.ndarray]:
+    qs = as_queries(queries)
+    if not qs:
+        raise ValueError("search needs at least one query")
+    if model.embed_dim != index.embed_dim:
+        raise ValueError(f"model embeds to {model.embed_dim} dims but the index holds {index.embed_dim}-d vectors")
+    return qs, combine(embed_queries(model, qs), weights)
+
+
 def search(
     model,
     index: Index,
@@ -77,76 +115,42 @@ def search(
     modalities: Iterable[str] | None = None,
 ) -> list[Hit]:
     """Top-``k`` hits for one (possibly composite) query, restricted to target ``modalities`` when given."""
-    qs = as_queries(queries)
-    if not qs:
-        raise ValueError("search needs at least one query")
-    if model.embed_dim != index.embed_dim:
-        raise ValueError(f"model embeds to {model.embed_dim} dims but the index holds {index.embed_dim}-d vectors")
-    vec = combine(embed_queries(model, qs), weights)
+    _, vec = _query_vector(model, index, queries, weights)
     return index.search(vec[None], k=k, modalities=modalities)[0]
 
 
-def _tile_image(hit: Hit, size: int):
-    from PIL import Image
-
-    if hit.source and hit.modality == "image":
-        img = get_modality("image").read(hit.source)
-        return img.convert("RGB")
-    if hit.source and hit.modality == "video":
-        video = get_modality("video").read(hit.source)
-        frame = video.get_frames([max(0, int(video.num_frames) // 2)])[0]
-        return Image.fromarray(frame.numpy() if isinstance(frame, torch.Tensor) else np.asarray(frame)).convert("RGB")
-    return None
-
-
-def contact_sheet(hits: Sequence[Hit], path: str | Path, *, tile: int = 160, columns: int = 5, title: str | None = None) -> Path:
-    """A PNG grid of the hits (images; videos by their middle frame; other modalities as a text card)."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    font = ImageFont.load_default()
-    caption_h = 30
-    cols = max(1, min(columns, len(hits) or 1))
-    rows = max(1, -(-len(hits) // cols))
-    top = 20 if title else 0
-    sheet = Image.new("RGB", (cols * tile, top + rows * (tile + caption_h)), "white")
-    draw = ImageDraw.Draw(sheet)
-    if title:
-        draw.text((4, 4), title[:120], fill="black", font=font)
-    for n, hit in enumerate(hits):
-        x, y = (n % cols) * tile, top + (n // cols) * (tile + caption_h)
-        try:
-            img = _tile_image(hit, tile)
-        except (InputError, OSError) as exc:
-            img, note = None, f"unreadable: {exc}"
-        else:
-            note = None
-        if img is not None:  # fit the tile, enlarging small images too
-            scale = (tile - 4) / max(img.width, img.height)
-            img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BICUBIC)
-            sheet.paste(img, (x + (tile - img.width) // 2, y + (tile - img.height) // 2))
-        else:
-            text = note or (hit.meta.get("text") or hit.source or hit.id)
-            draw.rectangle([x + 2, y + 2, x + tile - 3, y + tile - 3], outline="grey")
-            draw.text((x + 6, y + 6), f"[{hit.modality}]", fill="black", font=font)
-            for i, line in enumerate(_wrap(str(text), 24)[:8]):
-                draw.text((x + 6, y + 22 + 14 * i), line, fill="black", font=font)
-        name = Path(hit.source).name if hit.source and hit.modality != "text" else hit.id
-        draw.text((x + 4, y + tile + 2), f"{n + 1}. {hit.score:.3f}", fill="black", font=font)
-        draw.text((x + 4, y + tile + 15), name[:26], fill="dimgray", font=font)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path)
-    return path
+def cross_modal_targets(index: Index, query_modalities: Iterable[str]) -> tuple[list[str], str]:
+    """The modalities a default search looks in: every one the index holds except the queries' own (all of them when
+    the index holds nothing else), and a sentence saying so."""
+    own = list(dict.fromkeys(query_modalities))
+    others = [m for m in index.modalities if m not in own]
+    if others:
+        return others, (f"top hits per modality other than the query's own ({', '.join(own)}): {', '.join(others)}; "
+                        "--target MODALITY to choose, --target all for one ranking over every modality")
+    return list(index.modalities), (f"the index holds only {', '.join(index.modalities) or 'nothing'}, the query's "
+                                    "own modality, so these hits are of the same modality")
 
 
-def _wrap(text: str, width: int) -> list[str]:
-    lines, line = [], ""
-    for word in text.split():
-        if len(line) + len(word) + 1 > width and line:
-            lines.append(line)
-            line = word
-        else:
-            line = f"{line} {word}".strip()
-    if line:
-        lines.append(line)
-    return lines or [text[:width]]
+def cross_modal_search(
+    model,
+    index: Index,
+    queries: Mapping[str, Any] | Sequence[Query | str] | str,
+    weights: Sequence[float] | None = None,
+    k: int = 10,
+    modalities: Iterable[str] | None = None,
+) -> dict[str, list[Hit]]:
+    """The top ``k`` hits *per modality*, ``{modality: hits}``, for every modality of the index other than the
+    queries' own (or ``modalities``). What ``anybind-search`` shows by default: a caption finds images, sounds,
+    videos and point clouds rather than the captions nearest to it."""
+    qs, vec = _query_vector(model, index, queries, weights)
+    targets = list(modalities) if modalities is not None else cross_modal_targets(index, [m for m, _ in qs])[0]
+    return {m: index.search(vec[None], k=k, modalities=[m])[0] for m in targets if m in index.parts}
+
+
+def contact_sheet(hits: Sequence[Hit] | Mapping[str, Sequence[Hit]], path: str | Path, *, tile: int = 160,
+                  columns: int = 5, title: str | None = None) -> Path:
+    """A PNG grid of the hits (:func:`anybind.retrieval.sheet.contact_sheet`); a ``{modality: hits}`` mapping gives
+    each modality its own rows."""
+    from .sheet import contact_sheet as draw
+
+    return draw(hits, path, tile=tile, columns=columns, title=title)

@@ -57,7 +57,14 @@ def _jsonl_bytes(rows: Iterable[Mapping[str, Any]]) -> bytes:
 
 def _read_jsonl(path: Path) -> list[dict]:
     try:
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        try:  # one parse of the whole file as an array: about twice as fast as a parse per line
+            rows = json.loads("[" + ",".join(lines) + "]")
+            if len(rows) == len(lines):
+                return rows
+        except json.JSONDecodeError:
+            pass
+        return [json.loads(line) for line in lines]  # names the damaged line
     except (OSError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"store file {path} could not be read: {exc}") from exc
 
@@ -182,6 +189,28 @@ class StoreWriter:
         }
         atomic_write_json(self.marker_path(name), marker)
         return _load_shard(self.marker_path(name))
+
+    def shard_parts(self, name: str) -> list[Shard]:
+        """The finished parts ``<name>.<first row>`` of a planned shard that was written in pieces (a time flush, an
+        interruption), in row order."""
+        parts = []
+        for marker in (self.path / "shards").glob(f"{name}.*.done.json"):
+            start = marker.name[len(name) + 1:-len(".done.json")]
+            if start.isdigit():
+                parts.append((int(start), _load_shard(marker)))
+        return [p for _, p in sorted(parts, key=lambda t: t[0])]
+
+    def remove_shard(self, name: str) -> None:
+        """Remove a finished shard this store wrote: its marker first (so it stops counting), then the files the
+        marker lists."""
+        marker = self.marker_path(name)
+        if not marker.exists():
+            return
+        shard = _load_shard(marker)
+        marker.unlink()
+        for path in (shard.vectors_path, shard.meta_path):
+            if path.parent == self.path / "shards":
+                path.unlink(missing_ok=True)
 
     def finalize(self) -> "EmbeddingStore":
         """Collect every shard's errors into ``errors.jsonl`` and return the store, opened."""

@@ -2,8 +2,9 @@
 
 ``python -m anybind.train.digits --data data/digits --out runs/digits`` runs, in one process:
 
-1. **prepare** (only when ``DATA/digits.json`` is missing): :func:`anybind.data.digits.prepare_digits` from the
-   FSDD recordings and MNIST idx files (``--fsdd``, ``--mnist``; default ``../shared/data``);
+1. **prepare** (when ``DATA/digits.json`` is missing, or records other parameters than this run asks for, e.g.
+   ``--heldout-speakers``): :func:`anybind.data.digits.prepare_digits` from the FSDD recordings and MNIST idx files
+   (``--fsdd``, ``--mnist``; default ``../shared/data``);
 2. **anchor** (``experiment=digits_anchor``): image and text towers on MNIST images and their captions;
 3. **bind** (``experiment=digits``): image and text frozen from stage 1, an audio tower trained on recordings
    paired with MNIST images of their digit;
@@ -27,8 +28,11 @@ from typing import Any, Sequence
 
 import torch
 
-from ..data.digits import CAPTION_TEMPLATES, DIGIT_WORDS, class_prompts, default_data_dir, prepare_digits
+from ..data.digits import (CAPTION_TEMPLATES, DIGIT_WORDS, class_prompts, default_data_dir, describe_differences,
+                           preparation_differences, prepare_digits)
 from .pipeline import StageClock, run_stage
+
+log = logging.getLogger("anybind.digits")
 
 ANCHOR_EXPERIMENT, BIND_EXPERIMENT = "digits_anchor", "digits"
 # --text-tower: the from-scratch text tower, or the frozen pretrained MiniLM (hf_text) as the text side
@@ -135,14 +139,52 @@ def evaluate_digits(model, manifest, *, trained_pairs=(), prompt: str = PROMPT, 
     return out
 
 
+def prepare_data(data: Path, *, fsdd: str | Path | None = None, mnist: str | Path | None = None,
+                 heldout_speakers: Sequence[str] | None = None, **params) -> str:
+    """Make ``data`` a digits folder prepared as asked; returns ``"prepared"``, ``"re-prepared"`` or ``"reused"``.
+
+    Only what is asked for is checked (``heldout_speakers``, other :class:`~anybind.data.digits.DigitsParams` fields,
+    the ``fsdd`` / ``mnist`` folders): a folder prepared otherwise is prepared again, keeping its other recorded
+    parameters (a subset stays that subset). A folder that matches is reused, and the log says how it was prepared.
+    """
+    from ..data.digits import DigitsParams, read_preparation
+
+    wanted = dict(params)
+    if heldout_speakers is not None:
+        wanted["heldout_speakers"] = tuple(heldout_speakers)
+    paths = {k: v for k, v in (("fsdd", fsdd), ("mnist", mnist)) if v is not None}
+    found = read_preparation(data)
+    shared = default_data_dir()
+    if found is None:
+        prepare_digits(paths.get("fsdd", shared / "fsdd" / "recordings"), paths.get("mnist", shared / "mnist"), data,
+                       **wanted)
+        return "prepared"
+    diff = preparation_differences(data, **wanted, **paths)
+    if not diff:
+        log.info("using %s as prepared: held-out speakers %s, %s", data, found.get("heldout_speakers"),
+                 ", ".join(f"{k}={found.get(k)}" for k in ("speakers", "max_take", "images_per_class", "seed")))
+        return "reused"
+    log.warning("%s was prepared with other parameters (%s); preparing it again", data, describe_differences(diff))
+    kept = {k: found[k] for k in DigitsParams.__dataclass_fields__ if k in found}
+    for k in ("heldout_speakers", "speakers"):
+        if isinstance(kept.get(k), list):
+            kept[k] = tuple(kept[k])
+    prepare_digits(paths.get("fsdd", found.get("fsdd") or shared / "fsdd" / "recordings"),
+                   paths.get("mnist", found.get("mnist") or shared / "mnist"), data, **{**kept, **wanted})
+    return "re-prepared"
+
+
 def run_digits(data_dir: str | Path, out_dir: str | Path, *, fsdd: str | Path | None = None,
                mnist: str | Path | None = None, anchor_overrides: Sequence[str] = (),
                bind_overrides: Sequence[str] = (), prompt: str = PROMPT, text_tower: str = "scratch",
-               minilm: str | Path | None = None) -> dict[str, Any]:
+               minilm: str | Path | None = None, heldout_speakers: Sequence[str] | None = None,
+               prepare: dict[str, Any] | None = None) -> dict[str, Any]:
     """Prepare (when needed), train both stages, evaluate; returns the metrics written to ``OUT/metrics.json``.
 
-    ``text_tower="minilm"`` uses the frozen pretrained MiniLM folder ``minilm`` (default
-    ``../shared/models/all-MiniLM-L6-v2``) as the text side (experiments ``digits_minilm_anchor`` / ``digits_minilm``).
+    ``heldout_speakers`` and ``prepare`` (other :class:`~anybind.data.digits.DigitsParams` fields) say how the data
+    must be prepared (:func:`prepare_data`): a folder prepared otherwise is prepared again, never silently reused. ``text_tower="minilm"`` uses the frozen pretrained MiniLM folder
+    ``minilm`` (default ``../shared/models/all-MiniLM-L6-v2``) as the text side (experiments
+    ``digits_minilm_anchor`` / ``digits_minilm``).
     """
     from ..checkpoint import load
     from ..evaluate import plot_retrieval_heatmap, write_metrics
@@ -152,9 +194,7 @@ def run_digits(data_dir: str | Path, out_dir: str | Path, *, fsdd: str | Path | 
     clock = StageClock("digits")
 
     with clock("prepare"):
-        if not (data / "digits.json").is_file():
-            shared = default_data_dir()
-            prepare_digits(fsdd or shared / "fsdd" / "recordings", mnist or shared / "mnist", data)
+        prepare_data(data, fsdd=fsdd, mnist=mnist, heldout_speakers=heldout_speakers, **(prepare or {}))
 
     if text_tower not in TEXT_TOWERS:
         raise ValueError(f"text_tower must be one of {', '.join(TEXT_TOWERS)}, got {text_tower!r}")
@@ -224,25 +264,32 @@ def _summary(m: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     """``python -m anybind.train.digits``: prepare -> anchor -> bind -> evaluate (see the module docstring)."""
     shared = default_data_dir()
-    ap = argparse.ArgumentParser(prog="python -m anybind.train.digits", description=__doc__.splitlines()[0])
+    from ..cli import ArgumentParser  # one-line errors, --debug
+
+    ap = ArgumentParser(prog="python -m anybind.train.digits", description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="data/digits", help="prepared digits folder (prepared here when missing)")
     ap.add_argument("--out", default="runs/digits", help="output folder")
-    ap.add_argument("--fsdd", default=str(shared / "fsdd" / "recordings"))
-    ap.add_argument("--mnist", default=str(shared / "mnist"))
+    ap.add_argument("--fsdd", default=None, help=f"FSDD recordings (default {shared / 'fsdd' / 'recordings'})")
+    ap.add_argument("--mnist", default=None, help=f"MNIST idx folder (default {shared / 'mnist'})")
     ap.add_argument("--prompt", default=PROMPT, help="zero-shot prompt, formatted with the digit word")
     ap.add_argument("--text-tower", default="scratch", choices=sorted(TEXT_TOWERS),
                     help="scratch: train a text tower; minilm: the frozen pretrained all-MiniLM-L6-v2 (hf_text)")
     ap.add_argument("--minilm", default=None, help="the MiniLM folder (default ../shared/models/all-MiniLM-L6-v2)")
+    ap.add_argument("--heldout-speakers", nargs="*", default=None, metavar="SPEAKER",
+                    help="FSDD speakers never trained on, evaluated apart (default: george; none: no held-out split). "
+                         "A data folder prepared with other speakers is prepared again")
     ap.add_argument("--anchor", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of the anchor stage")
     ap.add_argument("--bind", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of the bind stage")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
     m = run_digits(a.data, a.out, fsdd=a.fsdd, mnist=a.mnist, anchor_overrides=a.anchor, bind_overrides=a.bind,
-                   prompt=a.prompt, text_tower=a.text_tower, minilm=a.minilm)
+                   prompt=a.prompt, text_tower=a.text_tower, minilm=a.minilm, heldout_speakers=a.heldout_speakers)
     print(_summary(m))
     print(f"metrics: {Path(a.out) / 'metrics.json'}; figures: {Path(a.out) / 'confusion_audio.png'}, "
           f"{Path(a.out) / 'retrieval_R@1.png'}")
 
 
 if __name__ == "__main__":
-    main()
+    from ..cli import run_command
+
+    run_command("python -m anybind.train.digits", main)

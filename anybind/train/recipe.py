@@ -28,7 +28,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..checkpoint import atomic_write_bytes, load_tensors
-from ..errors import AnybindError, CheckpointError
+from ..errors import AnybindError, CheckpointError, Interrupted
 from ..io import WriterLock, clean_temp_files
 from . import dist
 from .config import TrainConfig, register_configs
@@ -471,7 +471,10 @@ def _run(cfg: DictConfig, device: torch.device, run_dir: str | Path | None) -> R
                 log.info("resume=latest: %s has no checkpoint yet; starting from step 0 (resume=latest only "
                          "continues this run directory; give resume=<run or step directory> to continue another)",
                          run_dir / "checkpoints")
-        metrics = trainer.fit(resume_from)
+        try:
+            metrics = trainer.fit(resume_from)
+        except Interrupted as exc:  # a checkpoint was written: say how to go on from it
+            raise Interrupted(f"{exc}; resume with:\n  {resume_command(run_dir)}", status=exc.status) from None
         return RunResult(run_dir, trainer.ckpt.last_model, metrics)
     finally:
         if handler is not None:
@@ -479,6 +482,14 @@ def _run(cfg: DictConfig, device: torch.device, run_dir: str | Path | None) -> R
             handler.close()
         if lock is not None:
             lock.release()
+
+
+def resume_command(run_dir: Path, argv: Sequence[str] | None = None) -> str:
+    """This run's command line with ``resume=<run_dir>`` (replacing any ``resume=`` it had)."""
+    import shlex
+
+    args = [a for a in (sys.argv[1:] if argv is None else argv) if not a.lstrip("+~").startswith("resume=")]
+    return " ".join(["anybind-train", *(shlex.quote(a) for a in args), shlex.quote(f"resume={run_dir}")])
 
 
 def _attach_log_file(run_dir: Path) -> logging.Handler | None:
@@ -505,11 +516,10 @@ def _hydra_app():
 
     @hydra.main(config_path="pkg://conf", config_name="train", version_base="1.3")
     def app(cfg: DictConfig) -> float | None:
-        try:
+        from ..cli import user_errors
+
+        with user_errors("anybind-train"):  # one line and exit 2 (anybind.cli), not Hydra's job error report
             result = run(cfg)
-        except AnybindError as exc:  # a user error (data, checkpoint, a locked run directory): one line, exit 2
-            print(f"anybind-train: error: {exc}", file=sys.stderr)
-            raise SystemExit(2) from None
         ret = result.metrics.get("retrieval", {}) if result.metrics else {}
         r1 = [v["R@1"] for v in ret.values() if isinstance(v.get("R@1"), float) and not math.isnan(v["R@1"])]
         return sum(r1) / len(r1) if r1 else None  # the value a sweeper would optimize

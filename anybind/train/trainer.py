@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, Interrupted
 from ..evaluate import plot_retrieval_heatmap, write_metrics
 from ..losses import ContrastiveLoss, LossOutput
 from . import dist
@@ -82,6 +82,55 @@ class TrainModule(nn.Module):
             anchor = next(p for p in self.parameters() if p.requires_grad)
             out.loss = out.loss + 0.0 * anchor.sum()
         return out
+
+
+class StopSignals:
+    """SIGTERM and Ctrl-C become a request to write a checkpoint at the next step boundary and stop.
+
+    Schedulers (SLURM, Kubernetes) send SIGTERM some time before they kill a job; a second Ctrl-C stops at once.
+    Handlers are installed only in the main thread and restored on exit. :meth:`requested` agrees across ranks.
+    """
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopSignals":
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        import signal
+
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # asked twice: stop now
+        self.signum = signum
+        log.warning("%s: writing a checkpoint after this step, then stopping%s", signal.Signals(signum).name,
+                    " (Ctrl-C again to stop at once)" if signum == signal.SIGINT else "")
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def requested(self, device: torch.device) -> int | None:
+        """The signal to stop for (on any rank), or ``None``."""
+        if dist.world_size() > 1:  # every rank must stop at the same step
+            t = torch.tensor([float(self.signum or 0)], device=device)
+            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+            return int(t.item()) or None
+        return self.signum
+
+    @staticmethod
+    def status(signum: int) -> int:
+        return 128 + int(signum)
 
 
 class CSVLog:
@@ -424,7 +473,9 @@ class Trainer:
                         disable=None)  # a bar on terminals; log files get the log lines only
         acc: dict[str, list] = {}
         t0, samples0 = time.perf_counter(), self.samples_seen
+        stop = StopSignals()
         try:
+            stop.__enter__()
             while self.step < self.max_steps:
                 for k, v in self._train_step(batches).items():
                     acc.setdefault(k, []).append(v)
@@ -437,6 +488,14 @@ class Trainer:
                     self.run_evaluation()
                 if self.ckpt_every and self.step % self.ckpt_every == 0 and self.step < self.max_steps:
                     self.save_checkpoint()
+                signum = stop.requested(self.device)
+                if signum is not None and self.step < self.max_steps:
+                    self.save_checkpoint()  # through the CheckpointManager, as every periodic checkpoint
+                    import signal
+
+                    name = signal.Signals(signum).name
+                    raise Interrupted(f"{name}: stopped at step {self.step} of {self.max_steps} after writing the "
+                                      f"checkpoint {self.ckpt.latest()}", status=StopSignals.status(signum))
             self.save_checkpoint()
             self.run_evaluation()
             errors = self._global_errors()
@@ -446,6 +505,7 @@ class Trainer:
                                 "data_errors": {"skipped": errors, "examples": self.error_examples}}
                 write_metrics(self.run_dir, self.metrics)
         finally:
+            stop.__exit__()
             if pbar is not None:
                 pbar.close()
             if self._tb is not None:

@@ -54,8 +54,8 @@ def test_resume_skips_finished_shards_and_redoes_damaged_or_missing(model, manif
 
     calls = []
     real = embed_mod._embed_modality
-    monkeypatch.setattr(embed_mod, "_embed_modality", lambda model, m, todo, *a: (calls.append([t[0] for t in todo]),
-                                                                                   real(model, m, todo, *a)))
+    monkeypatch.setattr(embed_mod, "_embed_modality", lambda model, m, todo, *a, **kw: (
+        calls.append([t[0] for t in todo]), real(model, m, todo, *a, **kw)))
     summary = embed_to_store(model, manifest, out, shard_size=4, progress=False)
     redone = sorted(n for names in calls for n in names)
     assert redone == sorted([shards[1].name.removesuffix(".done.json"), shards[2].name.removesuffix(".done.json")])
@@ -64,7 +64,9 @@ def test_resume_skips_finished_shards_and_redoes_damaged_or_missing(model, manif
     # a third run has nothing to do
     calls.clear()
     summary = embed_to_store(model, manifest, out, shard_size=4, progress=False)
-    assert calls == [] and summary.embedded == 0 and summary.reused == 23
+    assert calls == [] and summary.embedded == 0 and summary.reused + summary.reused_failed == 23
+    # what the rerun reports is what the store holds (22 vectors, 1 input that failed)
+    assert summary.reused == len(summary.store) == 22 and summary.reused_failed == len(summary.store.errors) == 1
 
 
 def test_resume_with_other_inputs_or_model_refuses(model, manifest, tmp_path):
@@ -92,7 +94,7 @@ def test_folder_with_inferred_modalities_float16_and_workers(model, tmp_path):
     assert store.modality_counts() == {"image": 2, "audio": 1, "text": 1}
     assert sorted(r["id"] for r in store.metadata()) == ["a.png", "c.wav", "d.txt", "sub/b.png"]
     assert np.load(store.shards[0].vectors_path).dtype == np.float16
-    assert summary.ignored == {"files with no known modality": 1, "items of modalities the model lacks (video)": 1}
+    assert summary.ignored == {"files of no known modality (.md 1)": 1, "items of modalities the model lacks (video)": 1}
     want = model.embed({"image": [str(folder / "a.png")]}, progress=False)["image"].numpy()
     np.testing.assert_allclose(store.vectors(["image"])[:1], want, atol=2e-3)
 
@@ -148,10 +150,15 @@ def test_real_folder_of_ogg_clips_and_attribution_texts(model, tmp_path):
     oggs = sorted(folder.glob("*.ogg"))
     from anybind.retrieval import build_index, items_from_folder, search
 
+    # each .txt beside a clip is its attribution (a sidecar): skipped and counted, unless asked for
     items, ignored = items_from_folder(folder)
-    assert sorted(it["modality"] for it in items) == sorted(["audio"] * len(oggs) + ["text"] * len(list(folder.glob("*.txt"))))
+    txts = sorted(folder.glob("*.txt"))
+    assert [it["modality"] for it in items] == ["audio"] * len(oggs)
+    assert ignored == {embed_mod.SIDECAR_REASON: len(txts)}
+    with_text, ignored = items_from_folder(folder, text_sidecars=True)
+    assert sorted(it["modality"] for it in with_text) == sorted(["audio"] * len(oggs) + ["text"] * len(txts))
     assert ignored == {}
-    few = [it for it in items if it["modality"] == "audio"][:3] + [it for it in items if it["modality"] == "text"][:2]
+    few = items[:3] + [it for it in with_text if it["modality"] == "text"][:2]
     summary = embed_to_store(model, few, tmp_path / "store", batch_size=4, progress=False)
     assert summary.store.modality_counts() == {"audio": 3, "text": 2}
     assert summary.failed == 0 and np.isfinite(summary.store.vectors()).all()

@@ -9,6 +9,7 @@ from retrieval_assets import make_collection, tiny_model, write_video
 
 from anybind.retrieval import (Index, as_queries, build_index, combine, contact_sheet, embed_to_store, parse_query,
                                search)
+from anybind.errors import UsageError
 from anybind.retrieval.cli import run_search
 
 
@@ -95,14 +96,17 @@ def test_search_cli_json_and_contact_sheet(setup, tmp_path, capsys):
     assert sheet.width == 4 * 160 and sheet.height > 160
     # a random model from registry names is not the one that built the index: scores differ from the stored ones,
     # but the search itself ran; with no model at all the CLI refuses
-    with pytest.raises(SystemExit, match="checkpoint"):
+    with pytest.raises(UsageError, match="checkpoint"):
         run_search(["--index", str(root / "index"), "--query", "text:red"])
     # a store can be searched directly (indexed in memory); JSON goes to stdout
     capsys.readouterr()
     run_search(["--index", str(root / "store"), "--encoders", "text=text_transformer_test", "-q", "text:a red thing",
                 "-q", "text:a blue thing", "-w", "1", "-w", "0.25", "-k", "3"])
     printed = json.loads(capsys.readouterr().out)
-    assert len(printed["hits"]) == 3 and printed["weights"] == [1.0, 0.25]
+    assert printed["weights"] == [1.0, 0.25] and printed["mode"] == "cross-modal"
+    # no --target: the top 3 of every modality but the query's own (text)
+    assert {m: len(v) for m, v in printed["by_modality"].items()} == {"image": 3, "audio": 3, "points": 3, "video": 2}
+    assert "text" not in {h["modality"] for h in printed["hits"]} and "text" in printed["note"]
 
 
 def test_contact_sheet_shows_video_middle_frame_and_text_cards(setup, tmp_path):
@@ -111,9 +115,11 @@ def test_contact_sheet_shows_video_middle_frame_and_text_cards(setup, tmp_path):
     hits += index.search(store.vectors(["text"])[0], k=1, modalities=["text"])[0]
     path = contact_sheet(hits, tmp_path / "s.png", tile=64, columns=2)
     arr = np.asarray(Image.open(path).convert("L"), dtype=float)
-    tile = arr[8:56, 8:56]
-    # v1.mp4 frames are grey levels 200 + 10 i (mod 256): the middle frame (i = 4) is level 240
-    assert abs(tile.mean() - 240) < 12
+    # v1.mp4 has 8 frames of grey levels 200 + 10 i (mod 256); the tile stacks frames 1, 4 and 6 (at 1/6, 1/2, 5/6)
+    slot = (64 - 4) // 3
+    for k, level in enumerate((210, 240, 4)):
+        mid = 2 + k * slot + slot // 2
+        assert abs(arr[mid - 3:mid + 3, 24:40].mean() - level) < 12, (k, arr[mid - 3:mid + 3, 24:40].mean())
     assert arr[:64, 64:].std() > 5  # the text card has drawn text on white
 
 

@@ -1,6 +1,7 @@
 """Audio files -> waveforms. :func:`open_audio` is lazy: only the spans a transform asks for are decoded.
 
-soundfile (libsndfile) decodes WAV, FLAC, OGG and MP3; librosa is the fallback for anything else it can read.
+soundfile (libsndfile) decodes WAV, FLAC, OGG and MP3; the audio track of a container (MP4, WebM, MKV, MOV, AVI,
+M4A, ...) is decoded with PyAV; librosa is the fallback for anything else it can read.
 Uncompressed and FLAC files are read by seeking, so three 2-second clips of a 10-hour file cost three small
 reads. Formats that cannot seek sample-exactly are decoded whole, up to ``LIMITS.max_audio_decode_samples``.
 """
@@ -8,6 +9,7 @@ reads. Formats that cannot seek sample-exactly are decoded whole, up to ``LIMITS
 from __future__ import annotations
 
 import struct
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ from ...errors import InputError
 from ..files import check_file
 from ..limits import LIMITS, limit_hint
 
-__all__ = ["AudioSource", "open_audio", "read_audio"]
+__all__ = ["AudioSource", "open_audio", "read_audio", "read_audio_track"]
 
 # libsndfile major formats whose seek lands on the exact sample a whole decode gives
 _SEEKABLE = {"WAV", "WAVEX", "RF64", "W64", "AIFF", "AU", "CAF", "FLAC", "RAW"}
@@ -36,11 +38,14 @@ class AudioSource:
 
         self.path = check_file(path, "audio")
         self.samples_read = 0
+        self.decode_seconds = 0.0  # time spent decoding samples (read / read_all), for profiling
         self._whole: torch.Tensor | None = None
         try:
             info = sf.info(str(self.path))
         except sf.LibsndfileError as exc:
-            self._whole, sr = _read_audio_librosa(self.path, exc)
+            t0 = time.perf_counter()
+            self._whole, sr = _read_audio_fallback(self.path, exc)
+            self.decode_seconds += time.perf_counter() - t0
             self.num_samples, self.channels, self.sample_rate, self.seekable = self._whole.shape[-1], \
                 self._whole.shape[0], int(sr), False
         else:
@@ -66,12 +71,14 @@ class AudioSource:
             return self.read_all()[0][:, start:stop]
         import soundfile as sf
 
+        t0 = time.perf_counter()
         try:
             data, _ = sf.read(str(self.path), start=start, stop=stop, dtype="float32", always_2d=True)
         except sf.LibsndfileError as exc:
             raise InputError(self.path, "audio", f"samples {start}..{stop} could not be decoded ({exc})") from exc
         wave = torch.from_numpy(np.ascontiguousarray(data.T))
         self.samples_read += wave.shape[-1]
+        self.decode_seconds += time.perf_counter() - t0
         return _check_finite(self.path, wave)
 
     def read_all(self) -> tuple[torch.Tensor, int]:
@@ -84,11 +91,13 @@ class AudioSource:
                                                      f"{limit_hint('max_audio_decode_samples')}")
             import soundfile as sf
 
+            t0 = time.perf_counter()
             try:
                 data, _ = sf.read(str(self.path), dtype="float32", always_2d=True)  # (samples, channels)
                 self._whole = torch.from_numpy(np.ascontiguousarray(data.T))
             except sf.LibsndfileError as exc:
-                self._whole, _ = _read_audio_librosa(self.path, exc)
+                self._whole, _ = _read_audio_fallback(self.path, exc)
+            self.decode_seconds += time.perf_counter() - t0
             if self._whole.shape[-1] == 0:
                 raise InputError(self.path, "audio", "zero-length audio: no samples decoded (empty or truncated "
                                                      "stream)")
@@ -148,6 +157,68 @@ def _check_wav_complete(path: Path) -> None:
                                                     f"the file holds {available}")
                 return
             f.seek(size + (size & 1), 1)
+
+
+# containers that hold an audio track beside (or instead of) video: decoded with PyAV (FFmpeg)
+CONTAINER_SUFFIXES = (".mp4", ".m4a", ".mov", ".webm", ".mkv", ".mka", ".avi", ".aac", ".opus")
+
+
+def _read_audio_fallback(path: Path, sf_exc: Exception) -> tuple[torch.Tensor, int]:
+    """What libsndfile cannot read: the audio track of a video or audio container through PyAV, else librosa."""
+    if path.suffix.lower() in CONTAINER_SUFFIXES:
+        return read_audio_track(path)
+    try:
+        return _read_audio_librosa(path, sf_exc)
+    except InputError as librosa_error:
+        try:  # an unusual extension FFmpeg still knows
+            return read_audio_track(path)
+        except InputError:
+            raise librosa_error from None
+
+
+def read_audio_track(path: str | Path) -> tuple[torch.Tensor, int]:
+    """The first audio stream of a container (MP4, WebM, MKV, MOV, AVI, M4A, ...) decoded with PyAV ->
+    ``(float32 (channels, samples), sample_rate)``, at the stream's own rate; refused past
+    ``LIMITS.max_audio_decode_samples`` (checked against the declared duration first, then while decoding)."""
+    import av
+
+    path = Path(path)
+    limit = LIMITS.max_audio_decode_samples
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                kinds = ", ".join(sorted({s.type for s in container.streams})) or "no streams"
+                raise InputError(path, "audio", f"file has no audio track (it holds {kinds})")
+            stream = container.streams.audio[0]
+            rate = int(stream.codec_context.sample_rate or stream.rate or 0)
+            channels = int(stream.codec_context.channels or 1)
+            seconds = container.duration / 1e6 if container.duration else None
+            if seconds is not None and rate and seconds * rate * channels > limit:
+                raise InputError(path, "audio", f"audio track of {seconds:.0f} s x {channels} channel(s) at {rate} Hz "
+                                                f"to decode whole, over the {limit_hint('max_audio_decode_samples')}")
+            resampler = av.AudioResampler(format="fltp")  # planar float32; the stream's own layout and rate
+            chunks, total = [], 0
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    arr = out.to_ndarray()
+                    chunks.append(arr)
+                    total += arr.size
+                    rate = int(out.sample_rate or rate)
+                if total > limit:
+                    raise InputError(path, "audio", f"over {total} samples decoded, over the "
+                                                    f"{limit_hint('max_audio_decode_samples')}")
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray())
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - FFmpeg's errors become one typed error
+        raise InputError(path, "audio", f"the audio track could not be decoded ({type(exc).__name__}: {exc})") from exc
+    if not chunks or sum(c.shape[-1] for c in chunks) == 0:
+        raise InputError(path, "audio", "zero-length audio: the audio track holds no samples")
+    wave = np.concatenate([np.atleast_2d(c) for c in chunks], axis=1).astype(np.float32, copy=False)
+    if rate <= 0:
+        raise InputError(path, "audio", f"invalid sample rate {rate}")
+    return torch.from_numpy(np.ascontiguousarray(wave)), rate
 
 
 def _read_audio_librosa(path: Path, sf_exc: Exception) -> tuple[torch.Tensor, int]:

@@ -12,12 +12,16 @@ from ..pixels import to_rgb
 __all__ = ["read_image"]
 
 
-def read_image(path: str | Path):
+def read_image(path: str | Path, *, draft: int | None = None):
     """Decode PNG, JPEG, WebP, BMP, TIFF or GIF (first frame) into an 8-bit RGB PIL image.
 
     EXIF orientation is applied; grayscale, palette, CMYK, 16-bit and float images are converted to RGB and
     transparency is composited over white. The pixel count the header declares is checked against
     ``LIMITS.max_image_pixels`` before anything is decoded (decompression bombs).
+
+    ``draft=S``: a JPEG is decoded at 1/2, 1/4 or 1/8 of its size (libjpeg scales while decoding, several times
+    faster) as long as both sides stay at least ``S`` pixels; the image transform asks for this with its
+    ``image_size``, since it shrinks the picture to that size anyway. Other formats ignore it.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -29,6 +33,8 @@ def read_image(path: str | Path):
                 raise InputError(path, "image", f"header declares {width}x{height} = {width * height} pixels, over "
                                                 f"the {limit_hint('max_image_pixels')}")
             img.seek(0)  # first frame of animations
+            if draft and img.format == "JPEG" and min(width, height) >= 2 * int(draft):
+                img.draft(None, (int(draft), int(draft)))  # the smallest DCT scale keeping both sides >= draft
             img.load()  # decode now, so a truncated file fails here, not later in a worker
             img = ImageOps.exif_transpose(img)
             rgb = to_rgb(img)

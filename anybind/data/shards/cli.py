@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass
 from typing import Optional
 
@@ -45,17 +44,14 @@ def main() -> None:
     import hydra
     from hydra.core.config_store import ConfigStore
 
-    from ...errors import AnybindError
-
     ConfigStore.instance().store(name="shard_schema", node=ShardConfig)
 
     @hydra.main(version_base=None, config_path="pkg://conf", config_name="shard")
     def app(cfg) -> None:
-        try:
+        from ...cli import user_errors
+
+        with user_errors("anybind-shard"):  # a user error: one line, exit 2 (anybind.cli)
             run_shard(cfg)
-        except (AnybindError, ValueError, FileNotFoundError) as exc:  # a user error: one line, exit 2
-            print(f"anybind-shard: error: {exc}", file=sys.stderr)
-            sys.exit(2)
 
     app()
 

@@ -163,8 +163,12 @@ class LogMelTransform:
         starts = torch.tensor([a for a, _ in windows])
         longest = max(b - a for a, b in windows)
         segs = resampled_windows(mono, sr, self.sample_rate, starts, longest)
-        out = []
+        out, done = [], {}
         for k, (a, b) in enumerate(windows):
+            if (a, b) in done:  # a file shorter than a clip: every window is the same one
+                out.append(out[done[(a, b)]])
+                continue
+            done[(a, b)] = k
             real = max(0, min(b, n_out) - a)  # samples inside the file; the rest stays zero (silence)
             clip = segs[k, : b - a].clone()
             clip[:real] -= clip[:real].mean()

@@ -83,6 +83,12 @@ class ImageTransform(_Frames):
     def __init__(self, image_size: int = 224, mean=CLIP_MEAN, std=CLIP_STD, interpolation: str = "bicubic"):
         super().__init__(image_size, mean, std, interpolation)
 
+    @property
+    def reader_options(self) -> dict:
+        """Asks the image reader to decode JPEGs at a reduced size no smaller than ``image_size`` (the resize below
+        shrinks them to that anyway): a 640x480 photo for 224 px decodes at 320x240, about three times faster."""
+        return {"draft": self.image_size}
+
     def __call__(self, raw: Any, source: str | None = None) -> torch.Tensor:
         from PIL import Image
 
