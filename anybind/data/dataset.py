@@ -111,7 +111,7 @@ class ManifestDataset(Dataset):
         for m in mods:
             items = [r["inputs"][m] for r in rows if m in r["inputs"]]
             if items:
-                inputs[m] = torch.stack(items) if m in self.embedded else get_modality(m).collate_fn(items)
+                inputs[m] = torch.stack(items) if m in getattr(self, "embedded", ()) else get_modality(m).collate_fn(items)
         return {
             "inputs": inputs,
             "valid": valid,

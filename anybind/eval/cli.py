@@ -127,13 +127,9 @@ def main() -> None:
     def _main(cfg) -> None:
         from hydra.core.hydra_config import HydraConfig
 
-        try:
+        from ..cli import user_errors as report_user_errors
+
+        with report_user_errors("anybind-eval"):  # one line and exit 2, before Hydra adds its own report
             run_evaluate(cfg, HydraConfig.get().runtime.output_dir)
-        except user_errors() as exc:
-            if os.environ.get("ANYBIND_DEBUG"):
-                raise
-            message = " ".join(str(exc).split())  # one line, whatever the message held
-            print(f"anybind-eval: {message}", file=sys.stderr)
-            sys.exit(2)
 
     _main()

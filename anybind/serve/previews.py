@@ -142,16 +142,17 @@ def _audio_preview(source, size: int) -> tuple[bytes, str]:
 
 
 def _card(text: str, label: str, size: int) -> tuple[bytes, str]:
-    from PIL import Image, ImageDraw, ImageFont
+    import textwrap
 
-    from ..retrieval.search import _wrap
+    from PIL import Image, ImageDraw, ImageFont
 
     img = Image.new("RGB", (size, size), "white")
     draw = ImageDraw.Draw(img)
     font = ImageFont.load_default()
     draw.rectangle([1, 1, size - 2, size - 2], outline="grey")
     draw.text((8, 6), f"[{label}]", fill="dimgray", font=font)
-    for i, line in enumerate(_wrap(text, max(8, size // 7))[: max(1, (size - 30) // 14)]):
+    lines = textwrap.wrap(text, max(8, size // 7), break_long_words=True) or [text[: max(8, size // 7)]]
+    for i, line in enumerate(lines[: max(1, (size - 30) // 14)]):
         draw.text((8, 24 + 14 * i), line, fill="black", font=font)
     buf = io.BytesIO()
     img.save(buf, "PNG")

@@ -23,12 +23,19 @@ from anybind.errors import InputError
 @pytest.fixture(autouse=True)
 def _restore_limits(monkeypatch):
     """Each test may lower limits; they come back afterwards (process values and the environment)."""
+    import os
+
     saved = dict(vars(L.LIMITS))
-    for name in saved:
-        monkeypatch.delenv(L.InputLimits.env_name(name), raising=False)
+    env = {L.InputLimits.env_name(n): os.environ.get(L.InputLimits.env_name(n)) for n in saved}
+    for key in env:
+        os.environ.pop(key, None)
     yield
     for name, value in saved.items():
         setattr(L.LIMITS, name, value)
+    for key, value in env.items():  # set_limits exports its values for child processes: those go too
+        os.environ.pop(key, None)
+        if value is not None:
+            os.environ[key] = value
 
 
 def expect_limit(fn, path, modality: str, limit: str, problem: str = ""):

