@@ -19,7 +19,15 @@ def tiny_bert(folder: Path, *, pooling: str | None = None, normalize: bool = Fal
     cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                      max_position_embeddings=64)
     BertModel(cfg).save_pretrained(folder)
-    BertTokenizer(str(MINILM / "vocab.txt"), do_lower_case=True).save_pretrained(folder)
+    vocab = MINILM / "vocab.txt"
+    if not vocab.is_file():  # without ../shared: a small WordPiece vocabulary of its own
+        words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefghijklmnopqrstuvwxyz0123456789.,!?'-",
+                 *(f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz0123456789"),
+                 "a", "the", "red", "blue", "green", "cube", "sphere", "thing", "number", "photo", "of", "dog"]
+        folder.mkdir(parents=True, exist_ok=True)
+        vocab = folder.parent / f".{folder.name}-vocab.txt"
+        vocab.write_text("\n".join(dict.fromkeys(words)) + "\n")
+    BertTokenizer(str(vocab), do_lower_case=True).save_pretrained(folder)
     if pooling:
         (folder / "1_Pooling").mkdir()
         keys = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens", "max": "pooling_mode_max_tokens"}
