@@ -296,7 +296,9 @@ def _build_towers(specs: Mapping[str, dict], sidecar: Path, *, meta_device: bool
     towers = {}
     for m, s in specs.items():
         try:
-            with deferred_weights(), (torch.device("meta") if meta_device else contextlib.nullcontext()), \
+            # shapes only on the meta device; for the real model every parameter is created on meta too (no random
+            # initialisation to throw away) and adopts the checkpoint's tensor, so the weights exist once in memory
+            with deferred_weights(), (torch.device("meta") if meta_device else params_on_meta()), \
                     (_meta_build() if meta_device else contextlib.nullcontext()):
                 towers[m] = create_model({m: {"name": s["name"], **(s.get("kwargs") or {})}}).encoders[m]
                 if s.get("lora"):  # a LoRA-tuned tower: its adapters are in the weights
@@ -361,7 +363,7 @@ def load(path: str | Path, *, device: str | torch.device = "cpu", modalities: li
     state = _read_weights(weights, sidecar, meta, verify=True, device="cpu")
     if modalities is not None:
         state = {k: v for k, v in state.items() if k.split(".")[1] in specs}
-    model = _build_towers(specs, sidecar, meta_device=False)  # library towers still build on meta (deferred)
+    model = _build_towers(specs, sidecar, meta_device=False)
     for m, s in specs.items():  # the checkpoint's input contract wins (e.g. a converted model's preprocessing)
         model.encoders[m].input_contract = dict(s.get("input_contract") or model.encoders[m].input_contract)
         if s.get("source"):

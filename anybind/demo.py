@@ -18,7 +18,6 @@ top-3 videos). Extra ``--anchor KEY=VALUE`` / ``--bind KEY=VALUE`` arguments are
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 from collections import Counter

@@ -20,7 +20,6 @@ the two stages (``--anchor model_size=test trainer.max_steps=4``).
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from pathlib import Path
