@@ -83,3 +83,16 @@ def make_collection(root: Path, *, per_class: int = 2, corrupt: bool = True) -> 
     manifest = root / "manifest.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return manifest
+
+
+def make_collection_with_videos(root: Path, *, captions: bool = True) -> Path:
+    """:func:`make_collection` (readable items only) plus two videos ``v0``/``v1`` of a dark and a bright grey, each
+    with the caption ``a video <i>`` when ``captions``; the manifest's path."""
+    manifest = make_collection(root, corrupt=False)
+    (root / "vid").mkdir(exist_ok=True)
+    lines = manifest.read_text().splitlines()
+    for i, level in enumerate((40, 200)):
+        write_video(root / "vid" / f"v{i}.mp4", level)
+        lines.append(json.dumps({"id": f"v{i}", "video": f"vid/v{i}.mp4", **({"text": f"a video {i}"} if captions else {})}))
+    manifest.write_text("\n".join(lines) + "\n")
+    return manifest

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-from retrieval_assets import make_collection, tiny_model, write_video
+from retrieval_assets import make_collection_with_videos, tiny_model
 
 from anybind.retrieval import (Index, as_queries, build_index, combine, contact_sheet, embed_to_store, parse_query,
                                search)
@@ -16,13 +16,7 @@ from anybind.retrieval.cli import run_search
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("coll")
-    manifest = make_collection(root, corrupt=False)
-    (root / "vid").mkdir()
-    lines = manifest.read_text().splitlines()
-    for i, level in enumerate((40, 200)):
-        write_video(root / "vid" / f"v{i}.mp4", level)
-        lines.append(json.dumps({"id": f"v{i}", "video": f"vid/v{i}.mp4", "text": f"a video {i}"}))
-    manifest.write_text("\n".join(lines) + "\n")
+    manifest = make_collection_with_videos(root)
     model = tiny_model(("image", "text", "audio", "points", "video"))
     store = embed_to_store(model, manifest, root / "store", progress=False).store
     index = build_index(store, kind="flat")

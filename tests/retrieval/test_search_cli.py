@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from retrieval_assets import make_collection, tiny_model, write_video, write_wav
+from retrieval_assets import make_collection_with_videos, tiny_model, write_video, write_wav
 
 import anybind
 from anybind.retrieval import build_index, embed_to_store
@@ -24,13 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def indexed(tmp_path_factory):
     root = tmp_path_factory.mktemp("search")
-    manifest = make_collection(root, corrupt=False)
-    (root / "vid").mkdir()
-    lines = manifest.read_text().splitlines()
-    for i, level in enumerate((40, 200)):
-        write_video(root / "vid" / f"v{i}.mp4", level)
-        lines.append(json.dumps({"id": f"v{i}", "video": f"vid/v{i}.mp4"}))
-    manifest.write_text("\n".join(lines) + "\n")
+    manifest = make_collection_with_videos(root, captions=False)
     model = tiny_model(("image", "text", "audio", "points", "video"))
     ckpt = anybind.save_model(root / "model", model)
     store = embed_to_store(model, manifest, root / "store", progress=False, checkpoint=ckpt).store

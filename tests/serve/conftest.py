@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,17 +19,11 @@ pytest.importorskip("multipart", reason="uploads need python-multipart (pip inst
 
 def build_collection(root: Path):
     """image/text/audio/points items of three colour classes and two videos, embedded and indexed (flat)."""
-    from retrieval_assets import make_collection, tiny_model, write_video
+    from retrieval_assets import make_collection_with_videos, tiny_model
 
     from anybind.retrieval import build_index, embed_to_store
 
-    manifest = make_collection(root, corrupt=False)
-    (root / "vid").mkdir(exist_ok=True)
-    lines = manifest.read_text().splitlines()
-    for i, level in enumerate((40, 200)):
-        write_video(root / "vid" / f"v{i}.mp4", level)
-        lines.append(json.dumps({"id": f"v{i}", "video": f"vid/v{i}.mp4", "text": f"a video {i}"}))
-    manifest.write_text("\n".join(lines) + "\n")
+    manifest = make_collection_with_videos(root)
     model = tiny_model(("image", "text", "audio", "points", "video"))
     store = embed_to_store(model, manifest, root / "store", progress=False).store
     index = build_index(store, kind="flat")
