@@ -271,7 +271,7 @@ def report(metrics: Mapping[str, Any], out_dir: str | Path) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """``anybind-demo``: world -> anchor -> bind -> evaluate (see the module docstring)."""
-    from .cli import ArgumentParser  # one-line errors, --debug
+    from .console import ArgumentParser  # one-line errors, --debug
 
     ap = ArgumentParser(prog="anybind-demo", description=__doc__.splitlines()[0])
     ap.add_argument("--world", default=None, help="world folder, generated when missing (default: $ANYBIND_WORLD "

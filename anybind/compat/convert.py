@@ -51,7 +51,7 @@ def _parse_heads(items: Sequence[str]) -> dict[str, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..cli import ArgumentParser  # one-line errors, --debug
+    from ..console import ArgumentParser  # one-line errors, --debug
 
     parser = ArgumentParser(prog="anybind-convert", description="Convert outside checkpoints to anybind's format.")
     sub = parser.add_subparsers(dest="source", required=True)

@@ -262,7 +262,7 @@ def default_data_dir() -> Path:
 def main(argv: list[str] | None = None) -> None:
     """``anybind-prepare-digits``: write the digits manifests (see :mod:`anybind.data.digits`)."""
     d, shared = DigitsParams(), default_data_dir()
-    from ..cli import ArgumentParser  # one-line errors, --debug
+    from ..console import ArgumentParser  # one-line errors, --debug
 
     ap = ArgumentParser(prog="anybind-prepare-digits",
                                  description="FSDD + MNIST -> image-text and audio-image manifests paired by digit")
@@ -294,6 +294,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from ..cli import run_command
+    from ..console import run_command
 
     run_command("anybind-prepare-digits", main)

@@ -127,7 +127,7 @@ def main() -> None:
     def _main(cfg) -> None:
         from hydra.core.hydra_config import HydraConfig
 
-        from ..cli import user_errors as report_user_errors
+        from ..console import user_errors as report_user_errors
 
         with report_user_errors("anybind-eval"):  # one line and exit 2, before Hydra adds its own report
             run_evaluate(cfg, HydraConfig.get().runtime.output_dir)

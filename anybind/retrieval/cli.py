@@ -131,7 +131,7 @@ def _hydra_main(config_name: str, fn):
     def main(cfg) -> None:
         from hydra.core.hydra_config import HydraConfig
 
-        from ..cli import user_errors
+        from ..console import user_errors
 
         with user_errors():  # one line and exit 2, before Hydra adds its own "Error executing job" line
             fn(cfg, HydraConfig.get().runtime.output_dir)
@@ -153,7 +153,7 @@ def eval_main() -> None:
 
 
 def search_parser() -> argparse.ArgumentParser:
-    from ..cli import ArgumentParser
+    from ..console import ArgumentParser
 
     p = ArgumentParser(
         prog="anybind-search",

@@ -263,7 +263,7 @@ def _summary(m: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     """``python -m anybind.train.digits``: prepare -> anchor -> bind -> evaluate (see the module docstring)."""
     shared = default_data_dir()
-    from ..cli import ArgumentParser  # one-line errors, --debug
+    from ..console import ArgumentParser  # one-line errors, --debug
 
     ap = ArgumentParser(prog="python -m anybind.train.digits", description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="data/digits", help="prepared digits folder (prepared here when missing)")
@@ -289,6 +289,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from ..cli import run_command
+    from ..console import run_command
 
     run_command("python -m anybind.train.digits", main)

@@ -48,9 +48,9 @@ def main() -> None:
 
     @hydra.main(version_base=None, config_path="pkg://conf", config_name="shard")
     def app(cfg) -> None:
-        from ...cli import user_errors
+        from ...console import user_errors
 
-        with user_errors("anybind-shard"):  # a user error: one line, exit 2 (anybind.cli)
+        with user_errors("anybind-shard"):  # a user error: one line, exit 2 (anybind.console)
             run_shard(cfg)
 
     app()
