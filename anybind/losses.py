@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .train import dist
+from . import dist
 
 
 def pair_name(a: str, b: str) -> str:

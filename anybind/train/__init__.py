@@ -2,7 +2,7 @@
 
 * :mod:`anybind.train.recipe`: ``main()`` (``anybind-train``), ``run(cfg) -> RunResult``, ``compose_train_config``.
 * :mod:`anybind.train.trainer`: the loop; :mod:`anybind.train.config`: the structured configs;
-  :mod:`anybind.train.optim`, :mod:`anybind.train.checkpointing`, :mod:`anybind.train.dist`.
+  :mod:`anybind.train.optim`, :mod:`anybind.train.checkpointing`, :mod:`anybind.dist`.
 
 See docs/training.md.
 """

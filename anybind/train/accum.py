@@ -25,7 +25,7 @@ from typing import Iterator
 
 import torch
 
-from . import dist
+from .. import dist
 
 
 def _rng_state(device: torch.device) -> tuple:
