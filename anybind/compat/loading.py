@@ -1,9 +1,6 @@
-"""ImageBind's way of decoding files, for :mod:`anybind.compat.preprocess` (whose transforms take decoded data only).
-
-``read_image_file`` is PIL ``convert("RGB")``; ``read_audio_file`` decodes with soundfile (int16 files become
-int16 / 32768 floats); videos open as anybind's lazy :class:`~anybind.data.readers.VideoSource` (only the kept
-frames are decoded, within the limits of ``docs/input-limits.md``). :func:`load_and_transform` runs a batch of paths
-or raw items through the ImageBind preprocessing.
+"""ImageBind-preprocessed batches from paths: :func:`load_and_transform` decodes each file ImageBind's way
+(:mod:`anybind.data.readers.imagebind`) and runs it through :mod:`anybind.compat.preprocess`, whose transforms take
+decoded data only.
 """
 
 from __future__ import annotations
@@ -11,41 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 
+from ..data.readers.imagebind import IMAGEBIND_READERS, read_audio_file, read_image_file, read_text_file
 from . import preprocess as P
 
 __all__ = ["load_and_transform", "read_audio_file", "read_image_file", "read_text_file"]
-
-
-def read_text_file(path: str | Path) -> str:
-    return Path(path).read_text(encoding="utf-8")
-
-
-def read_image_file(path: str | Path):
-    from PIL import Image
-
-    with Image.open(path) as img:
-        return img.convert("RGB")
-
-
-def read_audio_file(path: str | Path) -> tuple[torch.Tensor, int]:
-    """(float32 (channels, T) with int16 files as int16/32768, sample rate), decoded with soundfile."""
-    import soundfile as sf
-
-    data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    return torch.from_numpy(np.ascontiguousarray(data.T)), int(sr)
-
-
-def _read_video_file(path: str | Path):
-    from ..data.readers import read_video
-
-    return read_video(path)
-
-
-_READERS = {"text": read_text_file, "image": read_image_file, "vision": read_image_file, "audio": read_audio_file,
-            "video": _read_video_file}
 
 
 def load_and_transform(modality: str, items: Sequence[Any], contract: dict | None = None) -> torch.Tensor:
@@ -59,7 +27,7 @@ def load_and_transform(modality: str, items: Sequence[Any], contract: dict | Non
 
     def decode(item: Any) -> Any:
         if isinstance(item, Path) or (isinstance(item, str) and modality != "text"):
-            return _READERS[modality](item)
+            return IMAGEBIND_READERS[modality](item)
         return item
 
     return torch.stack([fn(decode(i)) for i in items])

@@ -101,7 +101,7 @@ class LibraryImageTransform:
         from PIL import Image
 
         if isinstance(raw, Image.Image):
-            from .readers import to_rgb
+            from .pixels import to_rgb
 
             if raw.width == 0 or raw.height == 0:
                 raise InputError(source, "image", f"image has no pixels ({raw.width}x{raw.height})")

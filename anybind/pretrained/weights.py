@@ -115,6 +115,6 @@ def weights_source(path: str | Path, **info) -> dict:
 @functools.lru_cache(maxsize=16)
 def _digest(path: str, size: int, mtime_ns: int) -> str:
     """sha256 of a file, once per (path, size, mtime): both towers of one CLIP file hash it once."""
-    from ..checkpoint import sha256_file
+    from ..io import sha256_file
 
     return sha256_file(path)

@@ -17,6 +17,7 @@ import torch
 
 import anybind
 import anybind.checkpoint as ckpt
+from anybind.io import tensorfile
 from anybind.errors import CheckpointError, ContractError, InputError, ShapeMismatchError
 from anybind.train.checkpointing import CheckpointManager, find_resume_checkpoint, load_state
 
@@ -40,10 +41,10 @@ def edit_sidecar(path: Path, edit) -> None:
 def forbid_real_build(monkeypatch) -> list:
     """Record real (non-meta) tower builds and weight reads: a refused sidecar must cause neither."""
     calls = []
-    build, read = ckpt._build_towers, ckpt._read_weights
+    build, read = ckpt._build_towers, ckpt.read_weights
     monkeypatch.setattr(ckpt, "_build_towers", lambda specs, sidecar, *, meta_device: (
         calls.append("build") if not meta_device else None, build(specs, sidecar, meta_device=meta_device))[1])
-    monkeypatch.setattr(ckpt, "_read_weights", lambda *a, **k: (calls.append("read"), read(*a, **k))[1])
+    monkeypatch.setattr(ckpt, "read_weights", lambda *a, **k: (calls.append("read"), read(*a, **k))[1])
     return calls
 
 
@@ -136,7 +137,7 @@ def test_malformed_sidecars_are_named(saved, edit, match):
 
 
 def test_an_oversized_sidecar_is_not_parsed(saved, monkeypatch):
-    monkeypatch.setattr(ckpt, "MAX_SIDECAR_BYTES", 100)
+    monkeypatch.setattr(tensorfile, "MAX_SIDECAR_BYTES", 100)
     with pytest.raises(CheckpointError, match="a sidecar holds at most 100"):
         anybind.load(saved)
 

@@ -11,6 +11,8 @@ Every reader takes a path and returns the raw object its modality's transform ex
 * :func:`read_points` -> float32 ``(N, 3)`` or ``(N, 6)`` xyz(+rgb in [0, 1]); meshes are surface-sampled
 * :func:`read_tensor_file` -> a tensor from ``.pt`` / ``.npy`` / ``.npz``
 
+:mod:`anybind.data.readers.imagebind` decodes files the way ImageBind's own loading does, for its preprocessing.
+
 Anything wrong with a file raises :class:`anybind.errors.InputError` naming the file, the modality and the problem;
 so does a file past one of the per-item limits of :mod:`anybind.data.limits` (``docs/input-limits.md``).
 Heavy decoders (soundfile, librosa, decord) are imported on first use so that ``import anybind`` stays light.

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from ...checkpoint import atomic_write_json, sha256_file
+from ...io import atomic_write_json, sha256_file
 from ...errors import InputError
 from ...modality import get_modality, modality_for_path
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 LOCK_NAME = ".anybind.lock"
 

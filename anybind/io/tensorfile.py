@@ -1,0 +1,207 @@
+"""Weights files: safetensors tensors plus a JSON sidecar, written atomically, read without running code.
+
+Layout for a pair named ``model``::
+
+    model.safetensors   tensors (loaded with safetensors: no pickle, no code execution)
+    model.json          {"format": "anybind", "version": 1, ..., "sha256": "<hex of model.safetensors>"}
+
+Writing (:func:`save_tensors`): the new weights go to a hidden file named by their digest
+(``.model.safetensors.<sha256[:16]>.pending``); then the sidecar naming that digest replaces the old one atomically
+(the commit); then the weights take their final name. A reader that finds the pending file its sidecar names reads
+it, so a kill at any instant leaves the previous pair or the new one, never a mix. The next save of the same name
+finishes what a killed one committed and drops what it did not.
+
+Reading: a sidecar reached through a link (``checkpoints/last``, ``checkpoints/last.json``) is resolved once and
+the weights beside its target are read, so both files come from one checkpoint even while a trainer switches the
+link. The sidecar must hold the weights' sha256 (a sidecar without one is refused, not trusted).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from ..errors import CheckpointError
+from .atomic import atomic_write_json, fsync_dir, sha256_file
+
+if TYPE_CHECKING:
+    import torch
+
+FORMAT = "anybind"
+VERSION = 1
+MAX_SIDECAR_BYTES = 64 << 20  # a sidecar is a few kB (a training state's tree a few MB); refuse to parse more
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def pair_paths(path: str | Path) -> tuple[Path, Path]:
+    """``(X.safetensors, X.json)`` for a checkpoint named by either file, its stem, or a folder (``model``)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "model.safetensors"
+    if p.suffix in (".json", ".safetensors"):
+        p = p.with_suffix("")
+    return p.with_suffix(".safetensors"), p.with_suffix(".json")
+
+
+def _pending(weights: Path, digest: str) -> Path:
+    """Where :func:`save_tensors` keeps new weights between writing them and committing their sidecar."""
+    return weights.with_name(f".{weights.name}.{digest[:16]}.pending")
+
+
+def _final_name(pending: Path) -> Path:
+    return pending.with_name(pending.name[1:].rsplit(".", 2)[0])
+
+
+def _settle(weights: Path, sidecar: Path) -> None:
+    """Finish the commit a killed save made (its sidecar names pending weights); drop pending weights no sidecar
+    names (a save killed before its commit) and the temp files of a killed save. Only files of the exact pending
+    and temp patterns of this name are touched."""
+    try:
+        digest = json.loads(sidecar.read_text()).get("sha256") if sidecar.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        digest = None
+    keep = _pending(weights, digest) if isinstance(digest, str) and _SHA256.fullmatch(digest) else None
+    for p in weights.parent.glob(f".{glob.escape(weights.name)}.*.pending"):
+        if p == keep:
+            os.replace(p, weights)
+        else:
+            p.unlink(missing_ok=True)
+    for name in (weights.name, sidecar.name):  # half-written temp files of a killed save of this name
+        for p in weights.parent.glob(f".{glob.escape(name)}.*.tmp"):
+            p.unlink(missing_ok=True)
+
+
+def _plain_tensors(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Contiguous CPU tensors with a storage each (safetensors refuses shared storage); only what needs it is copied."""
+    flat, seen = {}, set()
+    for k, v in tensors.items():
+        v = v.detach().cpu().contiguous()
+        ptr = v.untyped_storage().data_ptr()
+        if ptr in seen:
+            v = v.clone()
+        elif ptr:
+            seen.add(ptr)
+        flat[k] = v
+    return flat
+
+
+def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any] | None = None) -> str:
+    """Save tensors atomically as safetensors plus a sidecar; returns the weights' sha256.
+
+    The file is written straight from the tensors' memory (no serialized copy), so saving a multi-GB model needs
+    no extra memory of its size. The pair is switched by one atomic replace of the sidecar (module docstring).
+    """
+    from safetensors.torch import save_file
+
+    weights, sidecar = pair_paths(path)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    _settle(weights, sidecar)
+    fd, tmp = tempfile.mkstemp(dir=weights.parent, prefix=f".{weights.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(_plain_tensors(tensors), tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        digest = sha256_file(tmp)
+        pending = _pending(weights, digest)
+        os.replace(tmp, pending)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    meta = {"format": FORMAT, "version": VERSION, **(metadata or {}), "sha256": digest}
+    try:
+        atomic_write_json(sidecar, meta)  # the commit: from here on readers take the new pair
+    except BaseException:
+        pending.unlink(missing_ok=True)
+        raise
+    os.replace(pending, weights)
+    fsync_dir(weights.parent)
+    return digest
+
+
+def _read_paths(path: str | Path) -> tuple[Path, Path]:
+    """(weights, sidecar) as a reader opens them: a linked sidecar is resolved once and the weights beside its
+    target are taken, so a link switched meanwhile cannot pair two checkpoints."""
+    weights, sidecar = pair_paths(path)
+    if sidecar.exists():
+        real = sidecar.resolve()
+        beside = real.with_suffix(".safetensors")
+        if real != sidecar.absolute() and (beside.exists() or not weights.exists()):
+            return beside, real
+    return weights, sidecar
+
+
+def read_sidecar(path: str | Path) -> tuple[Path, Path, dict]:
+    """``(weights file, sidecar file, sidecar)`` of the checkpoint at ``path``, the sidecar checked (JSON object,
+    anybind format, the weights' sha256 present). Nothing of the weights is read."""
+    weights, sidecar = _read_paths(path)
+    if not sidecar.exists() and not weights.exists():
+        raise CheckpointError(f"no checkpoint at {path}: neither {weights} nor {sidecar} exists")
+    if not sidecar.exists():
+        raise CheckpointError(f"checkpoint {weights} is incomplete: expected {weights.name} and {sidecar.name}")
+    size = sidecar.stat().st_size
+    if size > MAX_SIDECAR_BYTES:
+        raise CheckpointError(f"checkpoint sidecar {sidecar} is {size:,} bytes; a sidecar holds at most "
+                              f"{MAX_SIDECAR_BYTES:,} (is it an anybind sidecar?)")
+    try:
+        meta = json.loads(sidecar.read_bytes())
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint sidecar {sidecar} is not valid JSON: {exc}") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise CheckpointError(f"{sidecar} is not an anybind checkpoint sidecar (format={found!r})")
+    digest = meta.get("sha256")
+    if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+        raise CheckpointError(f"checkpoint sidecar {sidecar} does not hold the sha256 of its weights (every anybind "
+                              f"checkpoint has one); it was damaged or not written by anybind, so {weights.name} "
+                              "cannot be verified and is not loaded")
+    pending = _pending(weights, digest)
+    if pending.exists():  # a save committed this sidecar and has not yet given the weights their final name
+        return pending, sidecar, meta
+    if not weights.exists():
+        raise CheckpointError(f"checkpoint {weights} is incomplete: expected {weights.name} and {sidecar.name}")
+    return weights, sidecar, meta
+
+
+def read_weights(weights: Path, sidecar: Path, meta: dict, *, verify: bool, device: str) -> dict[str, torch.Tensor]:
+    """The tensors of ``weights`` as :func:`read_sidecar` found them (sha256 checked against ``meta`` if ``verify``)."""
+    from safetensors.torch import load_file
+
+    for attempt in (weights, _final_name(weights)) if weights.name.endswith(".pending") else (weights,):
+        try:
+            if verify and sha256_file(attempt) != meta["sha256"]:
+                raise CheckpointError(f"checkpoint {attempt} is damaged: its sha256 does not match {sidecar.name}")
+            return load_file(str(attempt), device=device)
+        except FileNotFoundError:  # the pending weights were just renamed to their final name: read that
+            continue
+        except CheckpointError:
+            raise
+        except Exception as exc:
+            raise CheckpointError(f"checkpoint {attempt} could not be read: {exc}") from exc
+    raise CheckpointError(f"checkpoint {weights} disappeared while it was read")
+
+
+def load_tensors(path: str | Path, *, verify: bool = True, device: str = "cpu") -> tuple[dict[str, torch.Tensor], dict]:
+    """The tensors and sidecar of the checkpoint at ``path`` (sha256 checked unless ``verify=False``)."""
+    weights, sidecar, meta = read_sidecar(path)
+    return read_weights(weights, sidecar, meta, verify=verify, device=device), meta
+
+
+def tensor_shapes(weights: str | Path) -> dict[str, tuple[int, ...]]:
+    """Every tensor's shape from a safetensors file's header; no tensor data is read."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except FileNotFoundError:
+        if str(weights).endswith(".pending"):
+            return tensor_shapes(_final_name(Path(weights)))
+        raise
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint {weights} could not be read: {exc}") from exc
