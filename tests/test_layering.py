@@ -6,9 +6,10 @@ syntax tree of every file under anybind/ and encoders/, so an import inside a fu
 only an `if TYPE_CHECKING:` block is exempt (it never runs). Modules found by a string at run time
 (importlib, entry points) are not imports and are not checked.
 
-Two more rules: nothing under anybind/ imports `encoders` (the core finds the built-in encoders
-through the `anybind.encoders` entry-point group, like any plugin), and no module imports an
-underscore name from another module, except a package's own `__init__` from its submodules.
+More rules: nothing under anybind/ imports `encoders` (the core finds the built-in encoders
+through the `anybind.encoders` entry-point group, like any plugin); no module imports an
+underscore name from another module, except a package's own `__init__` from its submodules;
+and no two modules import each other, even within one layer.
 """
 from __future__ import annotations
 
@@ -152,47 +153,103 @@ def _private(name: str) -> bool:
     return name.startswith("_") and not _dunder(name)
 
 
+@dataclass(frozen=True)
+class Import:
+    path: str  # the importing file, relative to the root
+    line: int
+    importer: str
+    imported: str
+    names: tuple[str, ...]  # names taken from `imported` that are not modules themselves
+    from_package: bool  # the importer is a package __init__
+
+
+def modules(root: Path = ROOT, packages=PACKAGES) -> dict[str, str]:
+    """Every module of the packages -> its file, relative to the root."""
+    return {module_name(path, root): str(path.relative_to(root))
+            for package in packages for path in sorted((root / package).rglob("*.py"))}
+
+
+def first_party_imports(root: Path = ROOT, packages=PACKAGES) -> list[Import]:
+    """Every import of a module of anybind or encoders, anywhere in a file (TYPE_CHECKING blocks aside)."""
+    found = []
+    for importer, rel in modules(root, packages).items():
+        is_package = rel.endswith("__init__.py")
+        tree = ast.parse((root / rel).read_text(encoding="utf-8"), filename=rel)
+        for node in _imports(tree):
+            for imported, names in _targets(node, importer, is_package, root):
+                if _first_party(imported):
+                    found.append(Import(rel, node.lineno, importer, imported, names, is_package))
+    return found
+
+
 def find_violations(root: Path = ROOT, packages=PACKAGES) -> list[Violation]:
-    """Every upward, forbidden or private import in the given packages under root."""
-    found: list[Violation] = []
-    for package in packages:
-        for path in sorted((root / package).rglob("*.py")):
-            importer = module_name(path, root)
-            rel = str(path.relative_to(root))
-            own = layer_of(importer)
-            if own is None:
-                found.append(Violation(rel, 1, importer, importer, "assign a layer to this module in LAYERS"))
-                continue
-            is_package = path.name == "__init__.py"
-            tree = ast.parse(path.read_text(encoding="utf-8"), filename=rel)
-            for node in _imports(tree):
-                for imported, names in _targets(node, importer, is_package, root):
-                    if not _first_party(imported):
-                        continue
-                    if importer.startswith("anybind") and imported.split(".")[0] == "encoders":
-                        found.append(Violation(rel, node.lineno, importer, imported,
-                                               "anybind finds encoders only through the entry-point group"))
-                        continue
-                    layer = layer_of(imported)
-                    if imported == "anybind" and names and all(_dunder(n) for n in names):
-                        layer = 0  # the facade's own dunders (__version__) are defined in it, not lazily imported
-                    if layer is None:
-                        found.append(Violation(rel, node.lineno, importer, imported,
-                                               "assign a layer to the imported module in LAYERS"))
-                    elif layer > own:
-                        found.append(Violation(rel, node.lineno, importer, imported,
-                                               f"layer {own} imports layer {layer}"))
-                    own_package = is_package and imported.startswith(importer + ".")
-                    for name in names:
-                        if _private(name) and imported != importer and not own_package:
-                            found.append(Violation(rel, node.lineno, importer, f"{imported}.{name}",
-                                                   "private name used outside its module"))
+    """Every unplaced module and every upward, forbidden or private import in the given packages under root."""
+    found = [Violation(rel, 1, name, name, "assign a layer to this module in LAYERS")
+             for name, rel in modules(root, packages).items() if layer_of(name) is None]
+    for imp in first_party_imports(root, packages):
+        own = layer_of(imp.importer)
+        if own is None:
+            continue  # reported above
+        where = (imp.path, imp.line, imp.importer)
+        if imp.importer.startswith("anybind") and imp.imported.split(".")[0] == "encoders":
+            found.append(Violation(*where, imp.imported, "anybind finds encoders only through the entry-point group"))
+            continue
+        layer = layer_of(imp.imported)
+        if imp.imported == "anybind" and imp.names and all(_dunder(n) for n in imp.names):
+            layer = 0  # the facade's own dunders (__version__) are defined in it, not lazily imported
+        if layer is None:
+            found.append(Violation(*where, imp.imported, "assign a layer to the imported module in LAYERS"))
+        elif layer > own:
+            found.append(Violation(*where, imp.imported, f"layer {own} imports layer {layer}"))
+        own_package = imp.from_package and imp.imported.startswith(imp.importer + ".")
+        for name in imp.names:
+            if _private(name) and imp.imported != imp.importer and not own_package:
+                found.append(Violation(*where, f"{imp.imported}.{name}", "private name used outside its module"))
     return sorted(found, key=lambda v: (v.path, v.line, v.imported))
+
+
+def find_cycles(root: Path = ROOT, packages=PACKAGES) -> list[list[str]]:
+    """Groups of modules that import each other, directly or through others (strongly connected components)."""
+    graph: dict[str, set[str]] = {}
+    for imp in first_party_imports(root, packages):
+        if imp.imported != imp.importer:
+            graph.setdefault(imp.importer, set()).add(imp.imported)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles = []
+
+    def visit(v: str) -> None:  # Tarjan's algorithm
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while not group or group[-1] != v:
+                group.append(stack.pop())
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return sorted(cycles)
 
 
 def test_every_module_has_a_layer_and_imports_point_down():
     violations = find_violations()
     assert not violations, "\n" + "\n".join(str(v) for v in violations)
+
+
+def test_no_two_modules_import_each_other():
+    """Within a layer too, dependencies point one way (a function-level import counts: it is still a dependency)."""
+    cycles = find_cycles()
+    assert not cycles, "\n" + "\n".join(" <-> ".join(group) for group in cycles)
 
 
 def test_layer_of_uses_the_longest_prefix():
@@ -226,3 +283,14 @@ def test_the_checker_finds_an_upward_import(tmp_path):
         "anybind/layers/up.py:5: anybind.layers.up imports anybind.losses._hidden: "
         "private name used outside its module",
     ]
+
+
+def test_the_checker_finds_a_cycle(tmp_path):
+    pkg = tmp_path / "anybind" / "layers"
+    pkg.mkdir(parents=True)
+    (tmp_path / "anybind" / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from .b import f\n")
+    (pkg / "b.py").write_text("def f():\n    from . import a\n")
+    (pkg / "c.py").write_text("from .a import f\n")
+    assert find_cycles(tmp_path, packages=("anybind",)) == [["anybind.layers.a", "anybind.layers.b"]]
