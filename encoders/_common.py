@@ -1,7 +1,7 @@
-"""Helpers shared by the built-in encoder files: weight init and loading a local pretrained file.
+"""Helpers shared by the built-in encoder files: assembling and initialising a tower, loading a local pretrained file.
 
-Kept private (leading underscore): the public building blocks live in :mod:`anybind.layers`; these two
-helpers only exist so that the five encoder files do not each repeat them.
+Kept private (leading underscore): the public building blocks live in :mod:`anybind.layers`; these helpers only
+exist so that the encoder files do not each repeat them.
 """
 
 from __future__ import annotations
@@ -13,9 +13,7 @@ import torch
 from torch import nn
 
 from anybind.errors import CheckpointError, torch_load_problem
-
-CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
-CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+from anybind.layers import EncoderTower, TokenHead, Transformer
 
 
 def init_weights(module: nn.Module, std: float = 0.02) -> None:
@@ -37,6 +35,20 @@ def init_weights(module: nn.Module, std: float = 0.02) -> None:
     for m in module.modules():
         if hasattr(m, "init_tokens"):
             m.init_tokens()
+
+
+def build_tower(modality: str, stem: nn.Module, contract: dict, *, width: int, depth: int, num_heads: int,
+                embed_dim: int, pool: str = "cls", mlp_ratio: float = 4.0, drop_path: float = 0.0,
+                qkv_bias: bool = True, bias_kv: bool = False, layer_scale: float | None = None,
+                causal: bool = False) -> EncoderTower:
+    """``stem`` -> a :class:`~anybind.layers.Transformer` without final norm -> a ``pool`` :class:`TokenHead` (which
+    holds the last LayerNorm), ViT-initialised by :func:`init_weights`."""
+    trunk = Transformer(width, depth, num_heads, mlp_ratio=mlp_ratio, drop_path=drop_path, causal=causal,
+                        qkv_bias=qkv_bias, bias_kv=bias_kv, layer_scale=layer_scale, final_norm=False)
+    tower = EncoderTower(modality=modality, stem=stem, trunk=trunk, head=TokenHead(width, embed_dim, pool=pool),
+                         embed_dim=embed_dim, input_contract=contract, width=width)
+    init_weights(tower)
+    return tower
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

@@ -6,17 +6,18 @@
 
 Input contract: ``{"sample_rate", "num_mel_bins", "target_length", "clip_duration", "clips", "mean", "std"}``; the
 transform yields ``(clips, 1, num_mel_bins, target_length)`` per file and :class:`anybind.layers.EncoderTower` embeds
-every clip, then averages the unit vectors. The stem is the image tower's :class:`~encoders.image.PatchStem` on one
-channel, with overlapping patches (``stride`` < 16) and a LayerNorm after the patch projection.
+every clip, then averages the unit vectors. The stem is :class:`anybind.layers.PatchStem` (as in the image tower) on one
+channel, with overlapping patches (``stride`` < 16) and a LayerNorm after the patch projection. The default spectrogram
+statistics are ImageBind's (:data:`anybind.constants.AUDIO_MEAN`, :data:`~anybind.constants.AUDIO_STD`).
 """
 
 from __future__ import annotations
 
-from anybind.layers import EncoderTower, TokenHead, Transformer
+from anybind.constants import AUDIO_MEAN, AUDIO_STD
+from anybind.layers import EncoderTower, PatchStem
 from anybind.registry import register_encoder
 
-from ._common import init_weights
-from .image import PatchStem
+from ._common import build_tower
 
 AUDIO_VIT_SIZES = {
     "test": dict(width=32, depth=1, num_heads=2, embed_dim=32, num_mel_bins=32, target_length=48, clips=1,
@@ -40,8 +41,8 @@ def build_audio_vit(
     clips: int = 3,
     clip_duration: float = 2.0,
     sample_rate: int = 16000,
-    mean: float = -4.268,
-    std: float = 9.138,
+    mean: float = AUDIO_MEAN,
+    std: float = AUDIO_STD,
     mlp_ratio: float = 4.0,
     drop_path: float = 0.0,
     bias_kv: bool = False,
@@ -52,18 +53,14 @@ def build_audio_vit(
 
     ``target_length`` is the number of 10 ms frames per clip: about ``100 * clip_duration`` (204 for 2 s).
     ``conv_stem`` (one channel count per halving of ``patch_size``) replaces the overlapping patch kernel by early
-    convolutions over the spectrogram (``stride`` is then ``patch_size``); see :class:`encoders.image.ConvPatchEmbed`.
+    convolutions over the spectrogram (``stride`` is then ``patch_size``); see :class:`anybind.layers.ConvPatchEmbed`.
     """
     stem = PatchStem(width, input_size=(num_mel_bins, target_length), in_chans=1, patch_size=patch_size,
                      stride=patch_size if conv_stem else stride, bias=False, patch_norm=True, conv_channels=conv_stem)
-    trunk = Transformer(width, depth, num_heads, mlp_ratio=mlp_ratio, drop_path=drop_path, bias_kv=bias_kv,
-                        layer_scale=layer_scale, final_norm=False)
     contract = {"sample_rate": sample_rate, "num_mel_bins": num_mel_bins, "target_length": target_length,
                 "clip_duration": clip_duration, "clips": clips, "mean": mean, "std": std}
-    tower = EncoderTower(modality="audio", stem=stem, trunk=trunk, head=TokenHead(width, embed_dim, pool="cls"),
-                         embed_dim=embed_dim, input_contract=contract, width=width)
-    init_weights(tower)
-    return tower
+    return build_tower("audio", stem, contract, width=width, depth=depth, num_heads=num_heads, embed_dim=embed_dim,
+                       mlp_ratio=mlp_ratio, drop_path=drop_path, bias_kv=bias_kv, layer_scale=layer_scale)
 
 
 @register_encoder("audio_vit_test", modality="audio")

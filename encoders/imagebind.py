@@ -2,7 +2,9 @@
 https://arxiv.org/abs/2305.05665), built from anybind's shared layers.
 
 Every tower is an :class:`anybind.EncoderTower` (stem -> trunk -> head) whose parameters map one-to-one onto the
-released checkpoint (see :mod:`anybind.compat.imagebind` for the key mapping and the loader):
+released checkpoint (see :mod:`anybind.compat.imagebind` for the key mapping and the loader). Stems come from
+:mod:`anybind.layers.stems` (``tokens(x)`` is a stem's output before ``norm_pre``), heads are
+:class:`anybind.layers.TokenHead`.
 
 * ``image``/``video``: a 2-frame tubelet Conv3d (images are repeated to 2 frames), CLS token, learned positions,
   a LayerNorm before the trunk; ``video`` is the same network over ``(clips, 3, frames, H, W)`` samples.
@@ -13,7 +15,7 @@ released checkpoint (see :mod:`anybind.compat.imagebind` for the key mapping and
 
 Trunks are pre-norm transformers (LayerNorm eps 1e-6, MLP ratio 4, exact GELU) without a final norm (the head
 normalizes); audio, depth, thermal and imu attend to one extra learnable key/value token (``bias_kv``).
-Heads are LayerNorm -> pooled token -> bias-free Linear. Towers with a logit scale (all but image/video) carry it as
+Heads are pooled token -> LayerNorm -> bias-free Linear. Towers with a logit scale (all but image/video) carry it as
 a ``log_logit_scale`` buffer: anybind's ``forward`` returns unit vectors, ImageBind's outputs multiply them by
 ``min(exp(log_logit_scale), 100)`` (:meth:`anybind.compat.imagebind.ImageBindModel.forward_imagebind`).
 
@@ -28,11 +30,9 @@ import math
 import torch
 from torch import nn
 
-from anybind import register_encoder
-from anybind.layers import EncoderTower, Transformer
-
-CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
-CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+from anybind.constants import AUDIO_MEAN, AUDIO_STD, CLIP_MEAN, CLIP_STD
+from anybind.layers import EncoderTower, PatchStem, TokenHead, Transformer, TubeletStem, WindowStem
+from anybind.registry import register_encoder
 
 # Sizes of the released imagebind_huge checkpoint (heads are not stored in it).
 HUGE = {
@@ -49,98 +49,11 @@ LOGIT_SCALE_INIT = {"text": math.log(1 / 0.07), "audio": math.log(20.0), "depth"
                     "thermal": math.log(10.0), "imu": math.log(5.0)}
 
 
-def _check(x: torch.Tensor, ok: bool, expected: str) -> None:
-    if not ok:
-        raise ValueError(f"expected {expected}, found shape {tuple(x.shape)}")
-
-
-def _cls_and_positions(tokens: torch.Tensor, cls_token: torch.Tensor, pos_embed: torch.Tensor) -> torch.Tensor:
-    return torch.cat([cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1) + pos_embed
-
-
-class TubeletStem(nn.Module):
-    """RGB images or frame clips -> CLS + tubelet tokens + positions, then a LayerNorm (``norm_pre``).
-
-    Accepts ``(N, 3, H, W)`` images (repeated to ``frames`` frames) or ``(N, 3, T, H, W)`` clips (``T == 1`` is
-    repeated too).
-    """
-
-    def __init__(self, width: int, *, image_size: int, patch_size: int, frames: int, tubelet: int, pre_norm: bool):
-        super().__init__()
-        if image_size % patch_size or frames % tubelet:
-            raise ValueError(f"image_size {image_size} / frames {frames} must be multiples of the patch "
-                             f"{patch_size} / tubelet {tubelet}")
-        self.frames, self.image_size = frames, image_size
-        self.proj = nn.Conv3d(3, width, kernel_size=(tubelet, patch_size, patch_size),
-                              stride=(tubelet, patch_size, patch_size), bias=False)
-        num_patches = (frames // tubelet) * (image_size // patch_size) ** 2
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
-        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + num_patches, width))
-        self.norm_pre = nn.LayerNorm(width, eps=1e-6) if pre_norm else nn.Identity()
-        nn.init.trunc_normal_(self.cls_token, std=0.02)
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
-
-    def tokens(self, x: torch.Tensor) -> torch.Tensor:
-        _check(x, x.ndim in (4, 5) and x.shape[1] == 3 and tuple(x.shape[-2:]) == (self.image_size,) * 2,
-               f"(N, 3, {self.image_size}, {self.image_size}) images or (N, 3, T, {self.image_size}, "
-               f"{self.image_size}) clips")
-        if x.ndim == 4:
-            x = x.unsqueeze(2)
-        if x.shape[2] == 1 and self.frames > 1:
-            x = x.expand(-1, -1, self.frames, -1, -1)
-        t = self.proj(x).flatten(2).transpose(1, 2)
-        return _cls_and_positions(t, self.cls_token, self.pos_embed)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm_pre(self.tokens(x))
-
-
-class PatchStem(nn.Module):
-    """One-channel maps (log-mel clips, depth, thermal) -> conv patches + LayerNorm, CLS, positions."""
-
-    def __init__(self, width: int, *, input_size: tuple[int, int], kernel_size: int, stride: int, in_chans: int = 1):
-        super().__init__()
-        self.input_shape = (in_chans, *input_size)
-        self.proj = nn.Conv2d(in_chans, width, kernel_size=kernel_size, stride=stride, bias=False)
-        self.norm = nn.LayerNorm(width, eps=1e-5)
-        grid = [(s - kernel_size) // stride + 1 for s in input_size]
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
-        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + grid[0] * grid[1], width))
-        nn.init.trunc_normal_(self.cls_token, std=0.02)
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
-
-    def tokens(self, x: torch.Tensor) -> torch.Tensor:
-        _check(x, x.ndim == 4 and tuple(x.shape[1:]) == self.input_shape, f"(N, {', '.join(map(str, self.input_shape))})")
-        t = self.norm(self.proj(x).flatten(2).transpose(1, 2))
-        return _cls_and_positions(t, self.cls_token, self.pos_embed)
-
-    forward = tokens
-
-
-class WindowStem(nn.Module):
-    """Multichannel series ``(N, channels, length)`` -> windows of ``window`` samples (channel-major features)
-    -> Linear + LayerNorm, CLS, positions."""
-
-    def __init__(self, width: int, *, channels: int, length: int, window: int):
-        super().__init__()
-        if length % window:
-            raise ValueError(f"length {length} is not a multiple of the window {window}")
-        self.window, self.input_shape = window, (channels, length)
-        self.proj = nn.Linear(channels * window, width, bias=False)
-        self.norm = nn.LayerNorm(width, eps=1e-5)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
-        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + length // window, width))
-        nn.init.trunc_normal_(self.cls_token, std=0.02)
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
-
-    def tokens(self, x: torch.Tensor) -> torch.Tensor:
-        _check(x, x.ndim == 3 and tuple(x.shape[1:]) == self.input_shape, f"(N, {', '.join(map(str, self.input_shape))})")
-        n, c, _ = x.shape
-        w = x.unfold(-1, self.window, self.window).permute(0, 2, 1, 3).reshape(n, -1, c * self.window)
-        t = self.norm(self.proj(w))
-        return _cls_and_positions(t, self.cls_token, self.pos_embed)
-
-    forward = tokens
+def _initialised(stem: nn.Module) -> nn.Module:
+    """``stem`` with ImageBind's CLS / position init (normal, std 0.02, cut at +-2), drawn as soon as it is built.
+    ImageBind's stems keep CLS and positions in float32 under autocast (``match_dtype=False``)."""
+    stem.init_tokens(truncate=False)
+    return stem
 
 
 class TokenStem(nn.Module):
@@ -154,30 +67,12 @@ class TokenStem(nn.Module):
         nn.init.normal_(self.pos_embed, std=0.01)
 
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
-        _check(x, x.ndim == 2 and x.shape[1] == self.pos_embed.shape[1], f"(N, {self.pos_embed.shape[1]}) token ids")
+        if x.ndim != 2 or x.shape[1] != self.pos_embed.shape[1]:
+            raise ValueError(f"TokenStem expects (N, {self.pos_embed.shape[1]}) token ids, got {tuple(x.shape)}; the "
+                             "text transform must use this encoder's input contract")
         return self.token_embedding(x) + self.pos_embed
 
     forward = tokens
-
-
-class PoolHead(nn.Module):
-    """LayerNorm -> one token (CLS at 0, or end-of-text at ``argmax(ids)``) -> dropout -> bias-free Linear."""
-
-    def __init__(self, width: int, embed_dim: int, *, pool: str = "cls", dropout: float = 0.0):
-        super().__init__()
-        if pool not in ("cls", "eot"):
-            raise ValueError(f"pool must be 'cls' or 'eot', got {pool!r}")
-        self.pool = pool
-        self.norm = nn.LayerNorm(width, eps=1e-6)
-        self.drop = nn.Dropout(dropout)
-        self.proj = nn.Linear(width, embed_dim, bias=False)
-
-    def forward(self, tokens: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
-        if self.pool == "eot":
-            pooled = tokens[torch.arange(tokens.shape[0], device=tokens.device), x.argmax(dim=-1)]
-        else:
-            pooled = tokens[:, 0]
-        return self.proj(self.drop(self.norm(pooled)))  # LayerNorm is per token: pooling first is exact
 
 
 def _tower(modality: str, stem: nn.Module, *, width: int, depth: int, num_heads: int, embed_dim: int,
@@ -196,6 +91,12 @@ def _tower(modality: str, stem: nn.Module, *, width: int, depth: int, num_heads:
     return tower
 
 
+def _patches(width: int, input_size: tuple[int, int], kernel_size: int, stride: int) -> PatchStem:
+    """One-channel maps (log-mel clips, depth, thermal) -> conv patches + LayerNorm, CLS, positions."""
+    return _initialised(PatchStem(width, input_size=input_size, in_chans=1, patch_size=kernel_size, stride=stride,
+                                  bias=False, patch_norm=True, norm_eps=1e-5, match_dtype=False))
+
+
 def _image_contract(image_size: int) -> dict:
     return {"image_size": image_size, "mean": list(CLIP_MEAN), "std": list(CLIP_STD), "interpolation": "bicubic",
             "compat": "imagebind"}
@@ -204,11 +105,13 @@ def _image_contract(image_size: int) -> dict:
 # --------------------------------------------------------------------------------------------- builders
 def _vision(modality: str, contract: dict, *, width, depth, num_heads, embed_dim, image_size, patch_size, frames,
             tubelet, mlp_ratio, drop_path, pre_norm) -> EncoderTower:
-    stem = TubeletStem(width, image_size=image_size, patch_size=patch_size, frames=frames, tubelet=tubelet,
-                       pre_norm=pre_norm)
+    if image_size % patch_size:
+        raise ValueError(f"image_size {image_size} must be a multiple of the patch {patch_size}")
+    stem = _initialised(TubeletStem(width, image_size=image_size, patch_size=patch_size, frames=frames,
+                                    tubelet=tubelet, bias=False, pre_norm=pre_norm, stills=True, match_dtype=False))
     return _tower(modality, stem, width=width, depth=depth, num_heads=num_heads, embed_dim=embed_dim,
                   mlp_ratio=mlp_ratio, drop_path=drop_path, bias_kv=False, causal=False,
-                  head=PoolHead(width, embed_dim), input_contract=contract, logit_scale=None)
+                  head=TokenHead(width, embed_dim), input_contract=contract, logit_scale=None)
 
 
 @register_encoder("imagebind_vision", modality="image", tags=("imagebind",))
@@ -242,7 +145,7 @@ def imagebind_text(*, width: int = 1024, depth: int = 24, num_heads: int = 16, e
     contract = {"context_length": context_length, "tokenizer": "clip_bpe", "compat": "imagebind"}
     return _tower("text", TokenStem(width, vocab_size=vocab_size, context_length=context_length), width=width,
                   depth=depth, num_heads=num_heads, embed_dim=embed_dim, mlp_ratio=mlp_ratio, drop_path=drop_path,
-                  bias_kv=False, causal=True, head=PoolHead(width, embed_dim, pool="eot"), input_contract=contract,
+                  bias_kv=False, causal=True, head=TokenHead(width, embed_dim, pool="eot"), input_contract=contract,
                   logit_scale=logit_scale)
 
 
@@ -253,20 +156,21 @@ def imagebind_audio(*, width: int = 768, depth: int = 12, num_heads: int = 12, e
                     drop_path: float = 0.1, logit_scale: float = LOGIT_SCALE_INIT["audio"]) -> EncoderTower:
     """ImageBind's audio tower over ``clips`` log-mel clips of ``num_mel_bins`` x ``target_length`` frames."""
     contract = {"sample_rate": sample_rate, "num_mel_bins": num_mel_bins, "target_length": target_length,
-                "clip_duration": clip_duration, "clips": clips, "mean": -4.268, "std": 9.138, "compat": "imagebind"}
-    stem = PatchStem(width, input_size=(num_mel_bins, target_length), kernel_size=kernel_size, stride=stride)
+                "clip_duration": clip_duration, "clips": clips, "mean": AUDIO_MEAN, "std": AUDIO_STD,
+                "compat": "imagebind"}
+    stem = _patches(width, (num_mel_bins, target_length), kernel_size, stride)
     return _tower("audio", stem, width=width, depth=depth, num_heads=num_heads, embed_dim=embed_dim,
                   mlp_ratio=mlp_ratio, drop_path=drop_path, bias_kv=True, causal=False,
-                  head=PoolHead(width, embed_dim), input_contract=contract, logit_scale=logit_scale)
+                  head=TokenHead(width, embed_dim), input_contract=contract, logit_scale=logit_scale)
 
 
 def _map_tower(modality: str, *, width, depth, num_heads, embed_dim, image_size, kernel_size, mlp_ratio, drop_path,
                logit_scale) -> EncoderTower:
     contract = {"image_size": image_size, "channels": 1, "compat": "imagebind"}
-    stem = PatchStem(width, input_size=(image_size, image_size), kernel_size=kernel_size, stride=kernel_size)
+    stem = _patches(width, (image_size, image_size), kernel_size, kernel_size)
     return _tower(modality, stem, width=width, depth=depth, num_heads=num_heads, embed_dim=embed_dim,
                   mlp_ratio=mlp_ratio, drop_path=drop_path, bias_kv=True, causal=False,
-                  head=PoolHead(width, embed_dim), input_contract=contract, logit_scale=logit_scale)
+                  head=TokenHead(width, embed_dim), input_contract=contract, logit_scale=logit_scale)
 
 
 @register_encoder("imagebind_depth", modality="depth", tags=("imagebind",))
@@ -296,10 +200,11 @@ def imagebind_imu(*, width: int = 512, depth: int = 6, num_heads: int = 8, embed
                   logit_scale: float = LOGIT_SCALE_INIT["imu"]) -> EncoderTower:
     """ImageBind's IMU tower over ``(channels, length)`` accelerometer + gyroscope series."""
     contract = {"channels": channels, "length": length, "compat": "imagebind"}
-    stem = WindowStem(width, channels=channels, length=length, window=window)
+    stem = _initialised(WindowStem(width, channels=channels, length=length, window=window, norm_eps=1e-5,
+                                   match_dtype=False))
     return _tower("imu", stem, width=width, depth=depth, num_heads=num_heads, embed_dim=embed_dim,
                   mlp_ratio=mlp_ratio, drop_path=drop_path, bias_kv=True, causal=False,
-                  head=PoolHead(width, embed_dim, dropout=head_dropout), input_contract=contract,
+                  head=TokenHead(width, embed_dim, dropout=head_dropout), input_contract=contract,
                   logit_scale=logit_scale)
 
 

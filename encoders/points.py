@@ -18,11 +18,11 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from anybind.layers import EncoderTower, TokenHead, Transformer
+from anybind.layers import EncoderTower
 from anybind.layers.pointops import farthest_point_sample, gather_points, knn_group
 from anybind.registry import register_encoder
 
-from ._common import init_weights
+from ._common import build_tower
 
 
 class MiniPointNet(nn.Module):
@@ -152,13 +152,9 @@ def build_points_transformer(
     stem = PointGroupStem(width, channels=channels, num_groups=num_groups, group_size=group_size,
                           pointnet_dims=pointnet_dims, normalize_groups=normalize_groups,
                           pos_frequencies=pos_frequencies)
-    trunk = Transformer(width, depth, num_heads, mlp_ratio=mlp_ratio, drop_path=drop_path, layer_scale=layer_scale,
-                        final_norm=False)
     contract = {"num_points": num_points, "channels": channels, "min_points": min_points}
-    tower = EncoderTower(modality="points", stem=stem, trunk=trunk, head=TokenHead(width, embed_dim, pool="cls"),
-                         embed_dim=embed_dim, input_contract=contract, width=width)
-    init_weights(tower)
-    return tower
+    return build_tower("points", stem, contract, width=width, depth=depth, num_heads=num_heads, embed_dim=embed_dim,
+                       mlp_ratio=mlp_ratio, drop_path=drop_path, layer_scale=layer_scale)
 
 
 @register_encoder("points_transformer_test", modality="points")

@@ -6,7 +6,8 @@
 
 Input contract: ``{"context_length": 77, "tokenizer": "clip_bpe"}``; the transform produces int64 ids ``(77,)``
 ``SOT ... EOT 0 0 ...`` where EOT (49407) is the largest id, so the head pools the token at ``argmax(ids)``: with a
-causal mask it is the only position that has seen the whole text.
+causal mask it is the only position that has seen the whole text (:class:`anybind.layers.TokenHead` with
+``pool="eot"``).
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from anybind.layers import EncoderTower, Transformer
+from anybind.layers import EncoderTower
 from anybind.registry import register_encoder
 
-from ._common import init_weights, load_pretrained
+from ._common import build_tower, load_pretrained
 
 CLIP_VOCAB_SIZE = 49408
 CLIP_CONTEXT_LENGTH = 77
@@ -55,19 +56,6 @@ class TextStem(nn.Module):
             ids = ids[:, :length]
             return self.token_embedding(ids) + self.positional_embedding[:length]
         return self.token_embedding(ids) + self.positional_embedding
-
-
-class EndOfTextHead(nn.Module):
-    """Pool the token at ``argmax(ids)`` (end-of-text), LayerNorm, project to the shared space (no bias)."""
-
-    def __init__(self, width: int, embed_dim: int):
-        super().__init__()
-        self.norm = nn.LayerNorm(width, eps=1e-6)
-        self.proj = nn.Linear(width, embed_dim, bias=False)
-
-    def forward(self, tokens: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        pooled = tokens[torch.arange(tokens.shape[0], device=tokens.device), ids.argmax(dim=-1)]
-        return self.proj(self.norm(pooled))
 
 
 _OPEN_CLIP_RENAMES = (
@@ -136,12 +124,9 @@ def build_text_transformer(
     ``pretrained`` is a LOCAL OpenCLIP text-tower (or anybind text-tower) file of the same width, depth and heads.
     """
     stem = TextStem(width, vocab_size=vocab_size, context_length=context_length, trim_after_eot=True)
-    trunk = Transformer(width, depth, num_heads, mlp_ratio=mlp_ratio, drop_path=drop_path, causal=True,
-                        layer_scale=layer_scale, final_norm=False)
     contract = {"context_length": context_length, "tokenizer": tokenizer}
-    tower = EncoderTower(modality="text", stem=stem, trunk=trunk, head=EndOfTextHead(width, embed_dim),
-                         embed_dim=embed_dim, input_contract=contract, width=width)
-    init_weights(tower)
+    tower = build_tower("text", stem, contract, width=width, depth=depth, num_heads=num_heads, embed_dim=embed_dim,
+                        pool="eot", mlp_ratio=mlp_ratio, drop_path=drop_path, layer_scale=layer_scale, causal=True)
     return load_pretrained(tower, pretrained, checkpoint_filter_fn) if pretrained else tower
 
 

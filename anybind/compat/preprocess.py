@@ -27,10 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..constants import AUDIO_MEAN, AUDIO_STD, CLIP_MEAN, CLIP_STD
 from ..errors import InputError
-
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 # ------------------------------------------------------------------------------------------------ text
@@ -125,7 +123,7 @@ def audio_transform(contract: dict) -> Callable[[Any], torch.Tensor]:
     target = int(contract.get("target_length", 204))
     clip_duration = float(contract.get("clip_duration", 2.0))
     clips = int(contract.get("clips", 3))
-    mean, std = float(contract.get("mean", -4.268)), float(contract.get("std", 9.138))
+    mean, std = float(contract.get("mean", AUDIO_MEAN)), float(contract.get("std", AUDIO_STD))
     inplace = bool(contract.get("inplace_mean", True))
     min_samples = int(0.025 * sample_rate)  # one 25 ms fbank frame
 

@@ -27,6 +27,8 @@ from typing import Any, Callable, Mapping
 import torch
 import torch.nn.functional as F
 
+from ..constants import AUDIO_STD
+
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 KEYS = {
@@ -85,7 +87,7 @@ def image_augment(p: Mapping[str, Any]) -> Augment:
 
 # ------------------------------------------------------------------------------------------------ audio
 def audio_augment(p: Mapping[str, Any], contract: Mapping[str, Any]) -> Augment:
-    std = float(contract.get("std", 9.138))
+    std = float(contract.get("std", AUDIO_STD))
     gain, shift = float(p.get("gain_db", 0.0)), float(p.get("time_shift", 0.0))
     fm, fw = int(p.get("freq_masks", 0)), int(p.get("freq_width", 0))
     tm, tw = int(p.get("time_masks", 0)), int(p.get("time_width", 0))

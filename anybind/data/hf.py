@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError, InputError
+from .transforms._common import positive_int, read_contract
 
 INSTALL_HINT = "the Hugging Face towers need transformers: pip install anybind[hf]"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
@@ -51,48 +52,38 @@ def model_folder(path: str | Path, modality: str) -> Path:
     return folder.resolve()
 
 
-def _cached(kind: str, folder: Path, load):
-    key = (kind, str(folder))
+def _load_preprocessor(folder: Path, modality: str, auto_class: str, what: str, files: tuple[str, ...],
+                       missing: str):
+    """``transformers.<auto_class>`` of a local folder (offline), once per folder and process. The folder must hold
+    one of ``files``; ``missing`` is the error (after ``hf_<modality>:``) when it holds none."""
+    if not any((folder / f).is_file() for f in files):
+        raise CheckpointError(f"hf_{modality}: {missing}")
+    transformers = require_transformers()
+    key = (auto_class, str(folder))
     with _LOCK:
         if key not in _CACHE:
-            _CACHE[key] = load()
+            try:
+                _CACHE[key] = getattr(transformers, auto_class).from_pretrained(str(folder), local_files_only=True)
+            except Exception as exc:
+                raise CheckpointError(f"hf_{modality}: the {what} in {folder} could not be loaded: "
+                                      f"{type(exc).__name__}: {exc}") from exc
         return _CACHE[key]
 
 
 def load_tokenizer(path: str | Path):
     """The folder's own tokenizer (``AutoTokenizer``, offline); a clear error when the folder has none."""
     folder = Path(path)
-    if not any((folder / f).is_file() for f in TOKENIZER_FILES):
-        raise CheckpointError(f"hf_text: {folder} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); save the "
+    return _load_preprocessor(folder, "text", "AutoTokenizer", "tokenizer", TOKENIZER_FILES,
+                              f"{folder} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); save the "
                               "tokenizer beside the model (tokenizer.save_pretrained(folder))")
-    transformers = require_transformers()
-
-    def load():
-        try:
-            return transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-        except Exception as exc:
-            raise CheckpointError(f"hf_text: the tokenizer in {folder} could not be loaded: "
-                                  f"{type(exc).__name__}: {exc}") from exc
-
-    return _cached("tokenizer", folder, load)
 
 
 def load_feature_extractor(path: str | Path):
     """The folder's own feature extractor (``AutoFeatureExtractor``, offline); a clear error when it has none."""
     folder = Path(path)
-    if not any((folder / f).is_file() for f in FEATURE_EXTRACTOR_FILES):
-        raise CheckpointError(f"hf_audio: {folder / FEATURE_EXTRACTOR_FILES[0]} is missing: the folder has no "
-                              "feature extractor (feature_extractor.save_pretrained(folder))")
-    transformers = require_transformers()
-
-    def load():
-        try:
-            return transformers.AutoFeatureExtractor.from_pretrained(str(folder), local_files_only=True)
-        except Exception as exc:
-            raise CheckpointError(f"hf_audio: the feature extractor in {folder} could not be loaded: "
-                                  f"{type(exc).__name__}: {exc}") from exc
-
-    return _cached("feature_extractor", folder, load)
+    return _load_preprocessor(folder, "audio", "AutoFeatureExtractor", "feature extractor", FEATURE_EXTRACTOR_FILES,
+                              f"{folder / FEATURE_EXTRACTOR_FILES[0]} is missing: the folder has no feature "
+                              "extractor (feature_extractor.save_pretrained(folder))")
 
 
 class HFTokenizerTransform:
@@ -165,10 +156,23 @@ class HFFeatureTransform:
         return f"HFFeatureTransform({self.folder!r}, sample_rate={self.sample_rate}, max_samples={self.max_samples})"
 
 
+# Keys a Hugging Face tower's contract carries to describe the model; the transforms do not read them.
+DESCRIPTIVE_KEYS = {"library": "transformers", "model_type": None}
+
+
 def text_transform(contract: dict) -> HFTokenizerTransform:
-    return HFTokenizerTransform(contract["tokenizer"], contract["max_length"], contract.get("lowercase", False))
+    """Contract keys: ``tokenizer`` (the model folder), ``max_length``, ``lowercase`` (all required)."""
+    name = "hf text_transform"
+    c = read_contract(contract, name, ("tokenizer", "max_length", "lowercase"), DESCRIPTIVE_KEYS)
+    return HFTokenizerTransform(c["tokenizer"], positive_int(c["max_length"], "max_length", name), c["lowercase"])
 
 
 def audio_transform(contract: dict) -> HFFeatureTransform:
-    return HFFeatureTransform(contract["feature_extractor"], contract["sample_rate"], contract.get("max_samples"),
-                              contract.get("feature_shape"))
+    """Contract keys: ``feature_extractor`` (the model folder), ``sample_rate``, ``max_samples`` (``None``: the
+    extractor pads by itself), ``feature_shape`` (``None``: features vary in length) (all required)."""
+    name = "hf audio_transform"
+    c = read_contract(contract, name, ("feature_extractor", "sample_rate", "max_samples", "feature_shape"),
+                      DESCRIPTIVE_KEYS)
+    max_samples = positive_int(c["max_samples"], "max_samples", name) if c["max_samples"] else None
+    return HFFeatureTransform(c["feature_extractor"], positive_int(c["sample_rate"], "sample_rate", name),
+                              max_samples, c["feature_shape"])

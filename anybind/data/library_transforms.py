@@ -22,9 +22,10 @@ from typing import Any
 
 import torch
 
-from ..errors import InputError
-from .transforms._common import _as_tensor, _describe
+from ..errors import ContractError, InputError
+from .transforms._common import _as_tensor, _describe, positive_int, read_contract
 from .transforms.image import _interpolation, check_frames_tensor
+from .transforms.text import text_or_ids
 
 RESIZE_MODES = ("shortest", "longest", "squash")
 
@@ -160,25 +161,21 @@ class OpenClipTokenizerTransform:
         self.tokenizer_kwargs = dict(tokenizer_kwargs or {})
 
     def __call__(self, raw: Any, source: str | None = None) -> torch.Tensor:
-        raw = _as_tensor(raw)
+        raw = text_or_ids(raw, source, self.context_length)
         if isinstance(raw, torch.Tensor):
-            if raw.ndim == 1 and len(raw) == self.context_length and not raw.is_floating_point():
-                return raw.long()
-            raise InputError(source, "text", f"expected a string or {self.context_length} token ids, got "
-                                             f"{_describe(raw)}")
-        if not isinstance(raw, str):
-            raise InputError(source, "text", f"expected a string, got {_describe(raw)}")
-        if not raw.strip():
-            raise InputError(source, "text", "empty text")
-        tok = open_clip_tokenizer(self.model_name, self.context_length, self.tokenizer_kwargs)
-        return tok([raw])[0].long()
+            return raw
+        return open_clip_tokenizer(self.model_name, self.context_length, self.tokenizer_kwargs)([raw])[0].long()
 
     def __repr__(self) -> str:
         return f"OpenClipTokenizerTransform(model_name={self.model_name!r}, context_length={self.context_length})"
 
 
 def open_clip_text_transform(contract: dict) -> OpenClipTokenizerTransform:
-    if "model_name" not in contract:
-        raise ValueError("an open_clip text contract names its model_name (the tokenizer's configuration)")
-    return OpenClipTokenizerTransform(contract["model_name"], contract.get("context_length", 77),
-                                      contract.get("tokenizer_kwargs"))
+    """Contract keys: ``model_name`` (the open_clip configuration whose tokenizer is used), ``context_length``,
+    ``tokenizer_kwargs`` (all required); ``tokenizer`` (optional) names the tokenizer family, ``open_clip``."""
+    name = "open_clip text_transform"
+    c = read_contract(contract, name, ("model_name", "context_length", "tokenizer_kwargs"), {"tokenizer": "open_clip"})
+    if not isinstance(c["tokenizer_kwargs"], dict):
+        raise ContractError(f"{name}: contract key 'tokenizer_kwargs' must be a mapping, got {c['tokenizer_kwargs']!r}")
+    return OpenClipTokenizerTransform(c["model_name"], positive_int(c["context_length"], "context_length", name),
+                                      c["tokenizer_kwargs"])

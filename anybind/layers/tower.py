@@ -31,20 +31,36 @@ class EncoderProtocol(Protocol):
 
 
 class TokenHead(nn.Module):
-    """Pool one token (CLS at ``index``, or the mean), normalize, project to the shared space."""
+    """Pool the trunk's tokens, LayerNorm, (dropout,) project to the shared space: ``(N, L, width) -> (N, embed_dim)``.
 
-    def __init__(self, width: int, embed_dim: int, *, pool: str = "cls", index: int = 0, bias: bool = False):
+    ``pool``: ``"cls"`` the token at ``index`` (0: the CLS token); ``"mean"`` the mean of the normalized tokens;
+    ``"eot"`` the token at ``argmax(ids)`` of the raw input ``x`` (CLIP text: end-of-text is the largest id).
+    The LayerNorm is per token, so for ``cls``/``eot`` normalizing the pooled token is exact and cheaper.
+    Parameters: ``norm`` and ``proj`` (``bias`` off by default), the names every anybind and ImageBind head uses.
+    """
+
+    POOLS = ("cls", "mean", "eot")
+
+    def __init__(self, width: int, embed_dim: int, *, pool: str = "cls", index: int = 0, bias: bool = False,
+                 dropout: float = 0.0):
         super().__init__()
-        if pool not in ("cls", "mean"):
-            raise ValueError(f"pool must be 'cls' or 'mean', got {pool!r}")
+        if pool not in self.POOLS:
+            raise ValueError(f"pool must be one of {', '.join(map(repr, self.POOLS))}, got {pool!r}")
         self.pool, self.index = pool, index
         self.norm = nn.LayerNorm(width, eps=1e-6)
+        self.drop = nn.Dropout(dropout) if dropout else nn.Identity()
         self.proj = nn.Linear(width, embed_dim, bias=bias)
 
     def forward(self, tokens: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
-        t = self.norm(tokens)
-        pooled = t[:, self.index] if self.pool == "cls" else t.mean(dim=1)
-        return self.proj(pooled)
+        if self.pool == "mean":
+            pooled = self.norm(tokens).mean(dim=1)
+        elif self.pool == "eot":
+            if x is None:
+                raise ValueError("TokenHead(pool='eot') needs the token ids the tower was given")
+            pooled = self.norm(tokens[torch.arange(tokens.shape[0], device=tokens.device), x.argmax(dim=-1)])
+        else:
+            pooled = self.norm(tokens[:, self.index])
+        return self.proj(self.drop(pooled))
 
 
 class EncoderTower(nn.Module):

@@ -81,17 +81,8 @@ class Attention(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block with optional layer scale and stochastic depth."""
 
-    def __init__(
-        self,
-        width: int,
-        num_heads: int,
-        *,
-        mlp_ratio: float = 4.0,
-        drop_path: float = 0.0,
-        qkv_bias: bool = True,
-        bias_kv: bool = False,
-        layer_scale: float | None = None,
-    ):
+    def __init__(self, width: int, num_heads: int, *, mlp_ratio: float = 4.0, drop_path: float = 0.0,
+                 qkv_bias: bool = True, bias_kv: bool = False, layer_scale: float | None = None):
         super().__init__()
         self.norm1 = nn.LayerNorm(width, eps=1e-6)
         self.attn = Attention(width, num_heads, qkv_bias=qkv_bias, bias_kv=bias_kv)

@@ -22,7 +22,8 @@ accepted formats and contract keys are listed in ``docs/formats.md``.
 
 from __future__ import annotations
 
-from ._common import CLIP_MEAN, CLIP_STD, read_contract
+from ...constants import CLIP_MEAN, CLIP_STD
+from ._common import read_contract
 from .audio import LogMelTransform, SampleSource, audio_transform, clip_windows, resampled_windows
 from .image import ImageTransform, check_frames_tensor, image_transform
 from .points import PointCloudTransform, points_transform

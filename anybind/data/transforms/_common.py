@@ -9,9 +9,6 @@ import torch
 
 from ...errors import ContractError
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
 # keys any contract may carry besides a transform's own: ``compat`` selects a registered preprocessing variant
 META_KEYS = frozenset({"compat"})
 

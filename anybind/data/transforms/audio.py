@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...constants import AUDIO_MEAN, AUDIO_STD
 from ...errors import ContractError, InputError
 from ._common import _as_tensor, _describe, positive_float, positive_int, read_contract
 
@@ -104,7 +105,7 @@ class LogMelTransform:
     """
 
     def __init__(self, sample_rate: int = 16000, num_mel_bins: int = 128, target_length: int = 204,
-                 clip_duration: float = 2.0, clips: int | None = 3, mean: float = -4.268, std: float = 9.138):
+                 clip_duration: float = 2.0, clips: int | None = 3, mean: float = AUDIO_MEAN, std: float = AUDIO_STD):
         self.sample_rate = int(sample_rate)
         self.num_mel_bins = int(num_mel_bins)
         self.target_length = int(target_length)

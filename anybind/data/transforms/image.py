@@ -6,9 +6,10 @@ from typing import Any
 
 import torch
 
+from ...constants import CLIP_MEAN, CLIP_STD
 from ...errors import ContractError, InputError
 from ..pixels import to_rgb
-from ._common import CLIP_MEAN, CLIP_STD, _as_tensor, _describe, positive_int, read_contract, triple
+from ._common import _as_tensor, _describe, positive_int, read_contract, triple
 
 __all__ = ["ImageTransform", "check_frames_tensor", "image_transform"]
 

@@ -16,7 +16,7 @@ from ...errors import ContractError, InputError
 from ..limits import LIMITS
 from ._common import _as_tensor, _describe, positive_int, read_contract
 
-__all__ = ["ClipTokenizerTransform", "cut_text", "get_tokenizer", "text_transform", "token_ids"]
+__all__ = ["ClipTokenizerTransform", "cut_text", "get_tokenizer", "text_or_ids", "text_transform", "token_ids"]
 
 # One tokenizer per process, built on first use. DataLoader workers are forked from the process that built it
 # (ItemDataset / ManifestDataset build their transforms, and so the tokenizer, before any worker starts), so they
@@ -134,20 +134,26 @@ class ClipTokenizerTransform:
         get_tokenizer(self.tokenizer)
 
     def __call__(self, raw: Any, source: str | None = None) -> torch.Tensor:
-        raw = _as_tensor(raw)
-        if isinstance(raw, torch.Tensor):
-            if raw.ndim == 1 and len(raw) == self.context_length and not raw.is_floating_point():
-                return raw.long()
-            raise InputError(source, "text", f"expected a string or {self.context_length} token ids, got "
-                                             f"{_describe(raw)}")
-        if not isinstance(raw, str):
-            raise InputError(source, "text", f"expected a string, got {_describe(raw)}")
-        if not raw.strip():
-            raise InputError(source, "text", "empty text")
-        return token_ids(cut_text(raw), self.context_length, self.tokenizer)
+        raw = text_or_ids(raw, source, self.context_length)
+        return raw if isinstance(raw, torch.Tensor) else token_ids(cut_text(raw), self.context_length, self.tokenizer)
 
     def __repr__(self) -> str:
         return f"ClipTokenizerTransform(context_length={self.context_length}, tokenizer={self.tokenizer!r})"
+
+
+def text_or_ids(raw: Any, source: str | None, context_length: int) -> str | torch.Tensor:
+    """A text transform's input checked: a non-empty string (returned as is) or ``context_length`` integer token ids
+    (already tokenized: returned as int64); anything else raises :class:`~anybind.errors.InputError`."""
+    raw = _as_tensor(raw)
+    if isinstance(raw, torch.Tensor):
+        if raw.ndim == 1 and len(raw) == context_length and not raw.is_floating_point():
+            return raw.long()
+        raise InputError(source, "text", f"expected a string or {context_length} token ids, got {_describe(raw)}")
+    if not isinstance(raw, str):
+        raise InputError(source, "text", f"expected a string, got {_describe(raw)}")
+    if not raw.strip():
+        raise InputError(source, "text", "empty text")
+    return raw
 
 
 def cut_text(text: str, max_chars: int | None = None) -> str:

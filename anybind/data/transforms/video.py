@@ -6,8 +6,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from ...constants import CLIP_MEAN, CLIP_STD
 from ...errors import ContractError, InputError
-from ._common import CLIP_MEAN, CLIP_STD, _as_tensor, _describe, positive_float, positive_int, read_contract, triple
+from ._common import _as_tensor, _describe, positive_float, positive_int, read_contract, triple
 from .image import _Frames, _interpolation_name, check_frames_tensor
 
 __all__ = ["FrameSource", "VideoFrameTransform", "frame_indices", "video_transform"]
