@@ -61,9 +61,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"pretrained weights {path} do not exist (anybind never downloads weights; give a local file)")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+            from anybind.io import read_safetensors
 
-            state = load_file(str(path), device="cpu")
+            state = read_safetensors(path)
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

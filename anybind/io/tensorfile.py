@@ -168,15 +168,76 @@ def read_sidecar(path: str | Path) -> tuple[Path, Path, dict]:
     return weights, sidecar, meta
 
 
+# safetensors dtype names -> torch dtypes (the ones anybind and the model libraries write)
+_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64", "I32": "int32",
+           "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
+MAX_HEADER_BYTES = 100 << 20
+
+
+def read_safetensors(path: str | Path, *, device: str = "cpu") -> dict[str, torch.Tensor]:
+    """Every tensor of the safetensors file ``path``, each read into its own freshly allocated memory.
+
+    A memory-mapped load hands out views at whatever byte offset a tensor has in the file; kernels that pick their
+    code path by alignment (oneDNN convolutions) then round differently from a model whose weights were allocated
+    normally. Plain reads into ``torch.empty`` buffers give aligned tensors, hold the weights once (the page cache
+    is not the process's memory) and check every header entry against the file's size. Dtypes outside the common
+    set go through the safetensors library.
+    """
+    import torch
+
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb", buffering=0) as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if not 0 < n <= min(size - 8, MAX_HEADER_BYTES):
+            raise ValueError(f"{path.name} is not a safetensors file (header length {n} for {size} bytes)")
+        header = json.loads(_read_exact(f, n))
+        if not isinstance(header, dict):
+            raise ValueError(f"{path.name}: the safetensors header is not an object")
+        header.pop("__metadata__", None)
+        if any(not isinstance(v, dict) or v.get("dtype") not in _DTYPES for v in header.values()):
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device=device)
+        base, out = 8 + n, {}
+        for name, info in header.items():
+            t = torch.empty([int(d) for d in info["shape"]], dtype=getattr(torch, _DTYPES[info["dtype"]]))
+            start, end = (int(o) for o in info["data_offsets"])
+            nbytes = t.numel() * t.element_size()
+            if end - start != nbytes or start < 0 or base + end > size:
+                raise ValueError(f"{path.name}: tensor {name!r} ({info['dtype']} {info['shape']}) has offsets "
+                                 f"{start}..{end} that do not fit its shape or the file's {size} bytes")
+            if nbytes:
+                f.seek(base + start)
+                _read_into(f, memoryview(t.reshape(-1).view(torch.uint8).numpy()), path, name)
+            out[name] = t if device == "cpu" else t.to(device)
+        return out
+
+
+def _read_exact(f, n: int) -> bytes:
+    data = bytearray(n)
+    _read_into(f, memoryview(data), Path(f.name), "header")
+    return bytes(data)
+
+
+def _read_into(f, view: memoryview, path: Path, what: str) -> None:
+    done = 0
+    while done < len(view):
+        got = f.readinto(view[done:])
+        if not got:
+            raise ValueError(f"{path.name}: the file ends inside {what}")
+        done += got
+
+
+
 def read_weights(weights: Path, sidecar: Path, meta: dict, *, verify: bool, device: str) -> dict[str, torch.Tensor]:
     """The tensors of ``weights`` as :func:`read_sidecar` found them (sha256 checked against ``meta`` if ``verify``)."""
-    from safetensors.torch import load_file
-
     for attempt in (weights, _final_name(weights)) if weights.name.endswith(".pending") else (weights,):
         try:
             if verify and sha256_file(attempt) != meta["sha256"]:
                 raise CheckpointError(f"checkpoint {attempt} is damaged: its sha256 does not match {sidecar.name}")
-            return load_file(str(attempt), device=device)
+            return read_safetensors(attempt, device=device)
         except FileNotFoundError:  # the pending weights were just renamed to their final name: read that
             continue
         except CheckpointError:
