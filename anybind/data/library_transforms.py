@@ -23,8 +23,8 @@ from typing import Any
 import torch
 
 from ..errors import ContractError, InputError
-from .transforms._common import _as_tensor, _describe, positive_int, read_contract
-from .transforms.image import _interpolation, check_frames_tensor
+from .transforms._common import as_tensor, describe, positive_int, read_contract
+from .transforms.image import interpolation_mode, check_frames_tensor
 from .transforms.text import text_or_ids
 
 RESIZE_MODES = ("shortest", "longest", "squash")
@@ -86,7 +86,7 @@ class LibraryImageTransform:
         self.mean = [float(m) for m in (mean if isinstance(mean, (list, tuple)) else [mean] * 3)]
         self.std = [float(s) for s in (std if isinstance(std, (list, tuple)) else [std] * 3)]
         self.interpolation = interpolation
-        _interpolation(interpolation)  # a bad name fails at construction
+        interpolation_mode(interpolation)  # a bad name fails at construction
         self.fill = [int(f) for f in fill] if isinstance(fill, (list, tuple)) else int(fill)
 
     def _geometry(self, img, fill):
@@ -94,7 +94,7 @@ class LibraryImageTransform:
 
         _, h, w = TF.get_dimensions(img)
         size = resized_size(h, w, self.resize_size, self.resize_mode)
-        img = TF.resize(img, size, interpolation=_interpolation(self.interpolation), antialias=True)
+        img = TF.resize(img, size, interpolation=interpolation_mode(self.interpolation), antialias=True)
         return crop_or_pad(img, self.image_size, fill)
 
     def __call__(self, raw: Any, source: str | None = None) -> torch.Tensor:
@@ -108,10 +108,10 @@ class LibraryImageTransform:
                 raise InputError(source, "image", f"image has no pixels ({raw.width}x{raw.height})")
             x = TF.pil_to_tensor(self._geometry(to_rgb(raw), self.fill)).float().div(255)
         else:
-            raw = _as_tensor(raw)
+            raw = as_tensor(raw)
             if not isinstance(raw, torch.Tensor) or raw.ndim != 3:
                 raise InputError(source, "image", f"expected a PIL image or one (3, H, W) image tensor, got "
-                                                  f"{_describe(raw)}")
+                                                  f"{describe(raw)}")
             x = check_frames_tensor(raw, "image", source, "(3, H, W)")
             if x.dtype == torch.uint8:
                 x = self._geometry(x, self.fill).float().div(255)

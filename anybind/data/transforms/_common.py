@@ -13,11 +13,11 @@ from ...errors import ContractError
 META_KEYS = frozenset({"compat"})
 
 
-def _as_tensor(raw: Any) -> Any:
+def as_tensor(raw: Any) -> Any:
     return torch.from_numpy(np.ascontiguousarray(raw)) if isinstance(raw, np.ndarray) else raw
 
 
-def _describe(x: Any) -> str:
+def describe(x: Any) -> str:
     if isinstance(x, torch.Tensor):
         return f"a {x.dtype} tensor of shape {tuple(x.shape)}"
     return f"a {type(x).__name__}"

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from ...constants import AUDIO_MEAN, AUDIO_STD
 from ...errors import ContractError, InputError
-from ._common import _as_tensor, _describe, positive_float, positive_int, read_contract
+from ._common import as_tensor, describe, positive_float, positive_int, read_contract
 
 __all__ = ["LogMelTransform", "SampleSource", "audio_transform", "clip_windows", "resampled_windows"]
 
@@ -125,16 +125,16 @@ class LogMelTransform:
             raw, sr = raw[0], int(raw[1])
             if sr <= 0:
                 raise InputError(source, "audio", f"invalid sample rate {sr}")
-        wave = _as_tensor(raw)
+        wave = as_tensor(raw)
         if not isinstance(wave, torch.Tensor):
             raise InputError(source, "audio", f"expected a waveform tensor or (waveform, sample_rate), got "
-                                              f"{_describe(wave)}")
+                                              f"{describe(wave)}")
         if wave.ndim not in (1, 2):
-            raise InputError(source, "audio", f"expected a 1-D or (channels, samples) waveform, got {_describe(wave)}")
+            raise InputError(source, "audio", f"expected a 1-D or (channels, samples) waveform, got {describe(wave)}")
         if wave.numel() == 0:
-            raise InputError(source, "audio", f"zero-length audio: {_describe(wave)}")
+            raise InputError(source, "audio", f"zero-length audio: {describe(wave)}")
         if wave.ndim == 2 and wave.shape[0] > wave.shape[1]:
-            raise InputError(source, "audio", f"expected (channels, samples), got {_describe(wave)} (samples first? "
+            raise InputError(source, "audio", f"expected (channels, samples), got {describe(wave)} (samples first? "
                                               "transpose it)")
         if wave.dtype == torch.int16:
             wave = wave.float() / 32768.0
@@ -143,7 +143,7 @@ class LogMelTransform:
         elif wave.is_floating_point():
             wave = wave.float()
         else:
-            raise InputError(source, "audio", f"expected float or int16/int32 samples, got {_describe(wave)}")
+            raise InputError(source, "audio", f"expected float or int16/int32 samples, got {describe(wave)}")
         if not torch.isfinite(wave).all():
             raise InputError(source, "audio", "samples contain NaN or inf")
         mono = wave.mean(dim=0) if wave.ndim == 2 else wave

@@ -9,12 +9,12 @@ import torch
 from ...constants import CLIP_MEAN, CLIP_STD
 from ...errors import ContractError, InputError
 from ..pixels import to_rgb
-from ._common import _as_tensor, _describe, positive_int, read_contract, triple
+from ._common import as_tensor, describe, positive_int, read_contract, triple
 
 __all__ = ["ImageTransform", "check_frames_tensor", "image_transform"]
 
 
-def _interpolation(name: str):
+def interpolation_mode(name: str):
     from torchvision.transforms.v2 import InterpolationMode
 
     try:
@@ -27,9 +27,9 @@ def check_frames_tensor(x: torch.Tensor, modality: str, source: str | None, layo
     """Validate ``(..., C, H, W)`` image data (uint8, or float in [0, 1]); 1 channel becomes 3."""
     if x.shape[-3] not in (1, 3):
         hint = " (channels last? use .permute to put channels first)" if x.shape[-1] in (1, 3) else ""
-        raise InputError(source, modality, f"expected {layout} with 1 or 3 channels, got {_describe(x)}{hint}")
+        raise InputError(source, modality, f"expected {layout} with 1 or 3 channels, got {describe(x)}{hint}")
     if x.shape[-1] == 0 or x.shape[-2] == 0:
-        raise InputError(source, modality, f"image has no pixels: {_describe(x)}")
+        raise InputError(source, modality, f"image has no pixels: {describe(x)}")
     if x.dtype == torch.uint8:
         pass
     elif x.is_floating_point():
@@ -41,11 +41,11 @@ def check_frames_tensor(x: torch.Tensor, modality: str, source: str | None, layo
                                                "(already normalized, or 0-255 floats?)")
         x = x.float()
     else:
-        raise InputError(source, modality, f"expected uint8 or float pixels, got {_describe(x)}")
+        raise InputError(source, modality, f"expected uint8 or float pixels, got {describe(x)}")
     return x.expand(*x.shape[:-3], 3, *x.shape[-2:]) if x.shape[-3] == 1 else x
 
 
-class _Frames:
+class Frames:
     """Resize the shorter side, center-crop, scale to [0, 1] and normalize a batch of (..., 3, H, W) tensors."""
 
     def __init__(self, image_size: int, mean, std, interpolation: str):
@@ -53,13 +53,13 @@ class _Frames:
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
         self.interpolation = interpolation
-        _interpolation(interpolation)  # fail at construction on a bad name
+        interpolation_mode(interpolation)  # fail at construction on a bad name
 
     def tensor(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 or float [0, 1] ``(N, 3, H, W)`` -> normalized float32 ``(N, 3, S, S)``."""
         import torchvision.transforms.v2.functional as TF
 
-        mode = _interpolation(self.interpolation)
+        mode = interpolation_mode(self.interpolation)
         x = TF.resize(x, [self.image_size], interpolation=mode, antialias=True)  # uint8 stays uint8 (fast path)
         x = TF.center_crop(x, [self.image_size, self.image_size])
         x = x.float().div(255) if x.dtype == torch.uint8 else x.clamp(0.0, 1.0)
@@ -69,13 +69,13 @@ class _Frames:
         """PIL RGB image -> normalized float32 ``(3, S, S)``, resized by PIL (the reference CLIP/ImageBind path)."""
         import torchvision.transforms.v2.functional as TF
 
-        img = TF.resize(img, [self.image_size], interpolation=_interpolation(self.interpolation))
+        img = TF.resize(img, [self.image_size], interpolation=interpolation_mode(self.interpolation))
         img = TF.center_crop(img, [self.image_size, self.image_size])
         x = TF.pil_to_tensor(img).float().div(255)
         return TF.normalize(x, self.mean, self.std)
 
 
-class ImageTransform(_Frames):
+class ImageTransform(Frames):
     """PIL image, uint8 ``(3|1, H, W)`` or float ``(3|1, H, W)`` in [0, 1] -> float32 ``(3, S, S)``.
 
     Shorter side resized to ``image_size`` (antialiased), center crop, scaled to [0, 1], normalized.
@@ -97,11 +97,11 @@ class ImageTransform(_Frames):
             if raw.width == 0 or raw.height == 0:
                 raise InputError(source, "image", f"image has no pixels ({raw.width}x{raw.height})")
             return self.pil(to_rgb(raw))
-        raw = _as_tensor(raw)
+        raw = as_tensor(raw)
         if not isinstance(raw, torch.Tensor):
-            raise InputError(source, "image", f"expected a PIL image or a (3, H, W) tensor, got {_describe(raw)}")
+            raise InputError(source, "image", f"expected a PIL image or a (3, H, W) tensor, got {describe(raw)}")
         if raw.ndim != 3:
-            raise InputError(source, "image", f"expected one (3, H, W) image, got {_describe(raw)}")
+            raise InputError(source, "image", f"expected one (3, H, W) image, got {describe(raw)}")
         x = check_frames_tensor(raw, "image", source, "(3, H, W)")
         return self.tensor(x.unsqueeze(0))[0]
 
@@ -116,14 +116,14 @@ def image_transform(contract: dict) -> ImageTransform:
     c = read_contract(contract, name, ("image_size", "mean", "std", "interpolation"))
     return ImageTransform(image_size=positive_int(c["image_size"], "image_size", name),
                           mean=triple(c["mean"], "mean", name), std=triple(c["std"], "std", name),
-                          interpolation=_interpolation_name(c["interpolation"], name))
+                          interpolation=interpolation_name(c["interpolation"], name))
 
 
-def _interpolation_name(value: Any, transform: str) -> str:
+def interpolation_name(value: Any, transform: str) -> str:
     if not isinstance(value, str):
         raise ContractError(f"{transform}: contract key 'interpolation' must be a name, got {value!r}")
     try:
-        _interpolation(value)
+        interpolation_mode(value)
     except ValueError as exc:
         raise ContractError(f"{transform}: {exc}") from None
     return value

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from ...errors import ContractError, InputError
-from ._common import _as_tensor, _describe, positive_int, read_contract
+from ._common import as_tensor, describe, positive_int, read_contract
 
 __all__ = ["PointCloudTransform", "points_transform"]
 
@@ -32,13 +32,13 @@ class PointCloudTransform:
     def __call__(self, raw: Any, source: str | None = None) -> torch.Tensor:
         from ...layers.pointops import farthest_point_sample, normalize_unit_sphere
 
-        x = _as_tensor(raw)
+        x = as_tensor(raw)
         if not isinstance(x, torch.Tensor):
-            raise InputError(source, "points", f"expected a point cloud tensor (N, 3) or (N, 6), got {_describe(x)}")
+            raise InputError(source, "points", f"expected a point cloud tensor (N, 3) or (N, 6), got {describe(x)}")
         if x.ndim != 2 or x.shape[1] not in (3, 6):
-            raise InputError(source, "points", f"expected a point cloud (N, 3) or (N, 6), got {_describe(x)}")
+            raise InputError(source, "points", f"expected a point cloud (N, 3) or (N, 6), got {describe(x)}")
         if not (x.is_floating_point() or x.dtype in (torch.int32, torch.int64, torch.int16)):
-            raise InputError(source, "points", f"expected numeric points, got {_describe(x)}")
+            raise InputError(source, "points", f"expected numeric points, got {describe(x)}")
         if x.shape[0] < self.min_points:
             raise InputError(source, "points", f"too few points: {x.shape[0]}, need at least {self.min_points}")
         x = x.float()

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from ...errors import ContractError, InputError
-from ._common import _as_tensor, _describe, read_contract
+from ._common import as_tensor, describe, read_contract
 
 __all__ = ["IdentityTransform", "identity_transform"]
 
@@ -21,11 +21,11 @@ class IdentityTransform:
         self.shape = tuple(int(s) for s in shape) if shape is not None else None
 
     def __call__(self, raw: Any, source: str | None = None) -> torch.Tensor:
-        x = _as_tensor(raw)
+        x = as_tensor(raw)
         if not isinstance(x, torch.Tensor):
-            raise InputError(source, self.modality, f"expected a tensor, got {_describe(x)}")
+            raise InputError(source, self.modality, f"expected a tensor, got {describe(x)}")
         if self.shape is not None and tuple(x.shape) != self.shape:
-            raise InputError(source, self.modality, f"expected shape {self.shape}, got {_describe(x)}")
+            raise InputError(source, self.modality, f"expected shape {self.shape}, got {describe(x)}")
         return x.float() if x.is_floating_point() else x
 
     def __repr__(self) -> str:

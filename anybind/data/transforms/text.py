@@ -14,7 +14,7 @@ import torch
 
 from ...errors import ContractError, InputError
 from ..limits import LIMITS
-from ._common import _as_tensor, _describe, positive_int, read_contract
+from ._common import as_tensor, describe, positive_int, read_contract
 
 __all__ = ["ClipTokenizerTransform", "cut_text", "get_tokenizer", "text_or_ids", "text_transform", "token_ids"]
 
@@ -144,13 +144,13 @@ class ClipTokenizerTransform:
 def text_or_ids(raw: Any, source: str | None, context_length: int) -> str | torch.Tensor:
     """A text transform's input checked: a non-empty string (returned as is) or ``context_length`` integer token ids
     (already tokenized: returned as int64); anything else raises :class:`~anybind.errors.InputError`."""
-    raw = _as_tensor(raw)
+    raw = as_tensor(raw)
     if isinstance(raw, torch.Tensor):
         if raw.ndim == 1 and len(raw) == context_length and not raw.is_floating_point():
             return raw.long()
-        raise InputError(source, "text", f"expected a string or {context_length} token ids, got {_describe(raw)}")
+        raise InputError(source, "text", f"expected a string or {context_length} token ids, got {describe(raw)}")
     if not isinstance(raw, str):
-        raise InputError(source, "text", f"expected a string, got {_describe(raw)}")
+        raise InputError(source, "text", f"expected a string, got {describe(raw)}")
     if not raw.strip():
         raise InputError(source, "text", "empty text")
     return raw

@@ -8,8 +8,8 @@ import torch
 
 from ...constants import CLIP_MEAN, CLIP_STD
 from ...errors import ContractError, InputError
-from ._common import _as_tensor, _describe, positive_float, positive_int, read_contract, triple
-from .image import _Frames, _interpolation_name, check_frames_tensor
+from ._common import as_tensor, describe, positive_float, positive_int, read_contract, triple
+from .image import Frames, interpolation_name, check_frames_tensor
 
 __all__ = ["FrameSource", "VideoFrameTransform", "frame_indices", "video_transform"]
 
@@ -34,7 +34,7 @@ def frame_indices(num_frames: int, clip_frames: int, clips: int, frames: int) ->
     return starts[:, None] + inner
 
 
-class VideoFrameTransform(_Frames):
+class VideoFrameTransform(Frames):
     """:class:`VideoSource`, frames ``(T, 3, H, W)`` (uint8 or float in [0, 1]) or ``(frames, fps)`` ->
     float32 ``(clips, 3, frames, S, S)``.
 
@@ -59,7 +59,7 @@ class VideoFrameTransform(_Frames):
         fps = None
         if isinstance(raw, (tuple, list)) and len(raw) == 2 and isinstance(raw[1], (int, float)):
             raw, fps = raw[0], float(raw[1])
-        raw = _as_tensor(raw)
+        raw = as_tensor(raw)
         if isinstance(raw, FrameSource):
             idx = self.indices(raw.num_frames, raw.fps)
             unique, inverse = torch.unique(idx.flatten(), sorted=True, return_inverse=True)
@@ -71,7 +71,7 @@ class VideoFrameTransform(_Frames):
                     close()  # the decoder's threads go now, not whenever the source is collected
         elif isinstance(raw, torch.Tensor):
             if raw.ndim != 4:
-                raise InputError(source, "video", f"expected frames (T, 3, H, W), got {_describe(raw)}")
+                raise InputError(source, "video", f"expected frames (T, 3, H, W), got {describe(raw)}")
             if raw.shape[0] == 0:
                 raise InputError(source, "video", "video has no frames")
             x = check_frames_tensor(raw, "video", source, "frames (T, 3, H, W)")
@@ -80,7 +80,7 @@ class VideoFrameTransform(_Frames):
             frames = x[unique]
         else:
             raise InputError(source, "video", f"expected a video file, a VideoSource or frames (T, 3, H, W), got "
-                                              f"{_describe(raw)}")
+                                              f"{describe(raw)}")
         out = self.tensor(frames)[inverse]  # (clips * frames, 3, S, S)
         out = out.view(self.clips or 1, self.frames, 3, self.image_size, self.image_size).transpose(1, 2)
         out = out.contiguous()
@@ -106,5 +106,5 @@ def video_transform(contract: dict) -> VideoFrameTransform:
         image_size=positive_int(c["image_size"], "image_size", name), mean=triple(c["mean"], "mean", name),
         std=triple(c["std"], "std", name), frames=positive_int(c["frames"], "frames", name), clips=clips,
         clip_duration=positive_float(c["clip_duration"], "clip_duration", name),
-        interpolation=_interpolation_name(c["interpolation"], name),
+        interpolation=interpolation_name(c["interpolation"], name),
     )
