@@ -146,7 +146,9 @@ class EvalConfig:
 class TrainConfig:
     name: str = "anybind"
     model_size: str = "tiny"  # interpolated into conf/modality/*.yaml encoder names
-    modality: dict[str, ModalityConfig] = field(default_factory=dict)
+    # {modality: ModalityConfig}; plain nodes here so that +modality.<m>.encoder=<name> can add one
+    # (anybind.train.modality_config.typed_modalities checks each against ModalityConfig)
+    modality: dict[str, Any] = field(default_factory=dict)
     anchor: str = "image"
     pairs: list[PairConfig] = field(default_factory=list)  # empty: the anchor with every other modality
     embed_dim: Optional[int] = None  # default: the encoders' own (all must agree)
