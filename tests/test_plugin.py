@@ -305,3 +305,72 @@ def test_missing_builtin_entry_point_is_an_error_that_says_how_to_install():
     )
     assert "the built-in encoders are not installed" in result["error"] and "pip install -e ." in result["error"]
     assert not result["imported"]
+
+
+
+def _docs_plugin(root: Path) -> tuple[Path, dict]:
+    """The "A complete plugin" of docs/plugins.md, installed under ``root``: each code block with a ``# <path>``
+    comment in its first two lines is that file of the project; its pyproject's entry points go into the
+    hand-written dist-info."""
+    import tomllib
+
+    section = (REPO / "docs" / "plugins.md").read_text().split("## A complete plugin", 1)[1].split("\n## ", 1)[0]
+    files = {}
+    for block in section.split("```")[1::2]:
+        lang, _, body = block.partition("\n")
+        names = [line[2:].split()[0] for line in body.split("\n")[:2] if line.startswith("# ") and line[2:].strip()]
+        path = next((n for n in names if n.endswith((".py", ".yaml", ".toml"))), None)
+        if lang in ("python", "yaml", "toml") and path:
+            files[path] = body
+    project = tomllib.loads(files.pop("pyproject.toml"))["project"]
+    entry_points = "".join(f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items()) + "\n"
+                           for group, eps in project["entry-points"].items())
+    package = project["entry-points"]["anybind.encoders"]
+    files[f"{package}/conf/__init__.py"] = ""
+    return make_distribution(root, project["name"].replace("-", "_"), entry_points, files), project
+
+
+def test_docs_plugin_trains_from_the_cli_and_embeds(tmp_path):
+    """docs/plugins.md's plugin, as written there: anybind-train modality=[image,spectrum] trains it, the docs'
+    +modality.spectrum form composes, model.embed reads .spec files and names a bad one."""
+    root, project = _docs_plugin(tmp_path / "site")
+    assert project["entry-points"]["anybind.configs"] == {"my_spectra": "my_spectra.conf"}
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = []
+    for i in range(12):
+        k = i % 3
+        (data / f"{i}.spec").write_text("\n".join(f"{math.exp(-((t - 10 * k - 5) / 4) ** 2):.4f}" for t in range(40)))
+        rows.append({"id": f"s{i}", "image": f"{i}.png", "spectrum": f"{i}.spec", "split": "train"})
+    make_image_series_manifest(data, n=12)  # the images
+    (data / "spectra.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    exe = Path(sys.executable).with_name("anybind-train")
+    cmd = [str(exe), "debug=smoke", f"data.manifest={data / 'spectra.jsonl'}", "modality=[image,spectrum]",
+           "eval.enabled=false", "trainer.max_steps=2", "trainer.tensorboard=false", f"hydra.run.dir={tmp_path / 'run'}"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env_with(root), timeout=120)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    saved = json.loads((tmp_path / "run" / "checkpoints" / "last.json").read_text())
+    assert saved["config"]["modality"]["spectrum"]["encoder"] == "spectrum_transformer_test"
+    assert math.isfinite(json.loads((tmp_path / "run" / "metrics.json").read_text())["train"]["loss"])
+    (data / "bad.spec").write_text("1\n2\nthree\n")
+    result = run_python(
+        f"""
+        import json, anybind
+        from anybind.train.recipe import build_model, compose_train_config
+        model = anybind.create_model({{"image": "image_vit_test", "spectrum": "spectrum_transformer_test"}})
+        emb = model.embed({{"spectrum": ["{data / '0.spec'}", "{data / '1.spec'}"]}})["spectrum"]
+        try:
+            model.embed({{"spectrum": ["{data / 'bad.spec'}"]}})
+        except anybind.InputError as err:
+            problem = err.problem
+        plus = compose_train_config(["model_size=test", "modality=[image]",  # the docs' +modality form
+                                     "+modality.spectrum.encoder=spectrum_transformer_test",
+                                     "+modality.spectrum.kwargs.bins=128"])
+        print(json.dumps({{"shape": list(emb.shape), "default": anybind.get_modality("spectrum").default_encoder,
+                          "problem": problem, "inferred": anybind.modality_for_path("x.SPEC"),
+                          "bins": build_model(plus).encoders["spectrum"].input_contract["bins"]}}))
+        """,
+        root,
+    )
+    assert result == {"shape": [2, 32], "default": "spectrum_transformer_tiny", "inferred": "spectrum", "bins": 128,
+                      "problem": result["problem"]} and "not a list of numbers" in result["problem"]
