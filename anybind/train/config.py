@@ -2,8 +2,10 @@
 
 ``conf/train.yaml`` starts its defaults list with ``train_schema`` (:class:`TrainConfig`), so every group file and
 every command-line override is checked against these dataclasses when the config is composed: a misspelled key
-(``trainer.max_step=10``) fails before any work starts, naming the key. Only the recipe reads these objects;
-everything it builds takes plain arguments.
+(``trainer.max_step=10``) fails before any work starts, naming the key. The ``modality.<m>`` nodes are checked
+against :class:`ModalityConfig` right after composing (:mod:`anybind.train.modality_config`), so that
+``+modality.<m>.encoder=<name>`` can add one. Only the recipe reads these objects; everything it builds takes plain
+arguments.
 """
 
 from __future__ import annotations
