@@ -28,13 +28,14 @@ _LAZY = {
     "register_modality": "modality",
     "AnyBindModel": "model", "create_model": "model",
     "from_open_clip": "pretrained",
-    "create_encoder": "registry", "list_encoders": "registry", "register_encoder": "registry",
+    "create_encoder": "registry", "list_encoders": "registry", "plugin_errors": "registry",
+    "register_encoder": "registry",
 }
 
 __all__ = [
     "AnyBindModel", "AnybindError", "CheckpointError", "EncoderProtocol", "EncoderTower", "InputError",
     "RegistryError", "create_encoder", "create_model", "from_open_clip", "get_modality", "list_encoders", "list_modalities",
-    "load", "modality_for_path", "register_encoder", "register_modality", "save_model",
+    "load", "modality_for_path", "plugin_errors", "register_encoder", "register_modality", "save_model",
 ]
 
 
@@ -57,4 +58,4 @@ if TYPE_CHECKING:  # static tools see the eager imports
     from .model import AnyBindModel, create_model
     from .modality import get_modality, list_modalities, modality_for_path, register_modality
     from .pretrained import from_open_clip
-    from .registry import create_encoder, list_encoders, register_encoder
+    from .registry import create_encoder, list_encoders, plugin_errors, register_encoder

@@ -10,6 +10,8 @@ strings so that ``import anybind`` stays light (no librosa or decord import unti
 from __future__ import annotations
 
 import importlib
+import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -20,6 +22,8 @@ import torch
 from .errors import InputError, RegistryError
 
 Reader = Callable[[Path], Any]
+log = logging.getLogger(__name__)
+
 TransformFactory = Callable[[dict], Callable[[Any], torch.Tensor]]
 
 
@@ -58,6 +62,7 @@ class Modality:
     builtin: bool = False
     description: str = ""
     explicit_extensions: tuple[str, ...] = ()
+    origin: str = ""  # who registered it (module and plugin entry point), named by conflict errors
     _cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -163,6 +168,10 @@ def check_contract_bounds(contract: Any, where: str) -> dict:
 _MODALITIES: dict[str, Modality] = {}
 
 
+def _owner_of(m: Modality) -> str:
+    return m.origin or "?"
+
+
 def register_modality(
     name: str,
     *,
@@ -177,21 +186,66 @@ def register_modality(
     replace: bool = False,
     _builtin: bool = False,
 ) -> Modality:
-    """Add a modality. Names are singular lower-case words; a duplicate raises unless ``replace=True``.
+    """Add a modality: how a file or an in-memory item becomes one sample tensor for an encoder. Returns it.
 
-    ``extensions`` infer the modality of a file from its name; ``explicit_extensions`` are read only when the
-    modality is given (a suffix another modality claims by name, such as ``.txt`` for points).
+    * ``name``: a lower-case identifier, singular (``timeseries``); the key of manifests, ``model.embed({...})``
+      and ``modality.<name>`` in training configs.
+    * ``reader(path: pathlib.Path, **options) -> raw``: decode one file. ``path`` exists and is a file (checked
+      before the call). ``options`` are hints a transform asks for through a ``reader_options`` dict attribute (the
+      image reader's ``draft``); a reader that takes none may accept only ``path``. Raise
+      :class:`~anybind.errors.InputError` ``(path, name, problem)`` for a bad file; any other exception is wrapped
+      into one naming the file and the modality.
+    * ``transform(contract: dict) -> fn(raw) -> Tensor``: a factory called once per encoder with its
+      ``input_contract`` (a copy); read the keys the encoder set and fail on a missing one. ``fn`` runs in
+      DataLoader workers, so it must pickle (a module-level function, a closure over plain values, or a small
+      class); it takes what the reader returns, or the in-memory item a user passed (a tensor, a NumPy array made a
+      tensor, a string for ``text_like`` modalities). A ``fn.prepare()`` method, when present, is called once in
+      the main process before workers fork (build a tokenizer there). A plain exception from ``fn`` becomes an
+      InputError naming the file it came from; with ``data.skip_errors`` the sample is skipped and counted.
+    * ``collate(list[Tensor]) -> Tensor``: batch the per-sample tensors (default :func:`stack_collate`,
+      ``torch.stack``); the batch goes to the encoder's ``forward`` as is.
+    * ``extensions``: suffixes (``".csv"`` or ``"csv"``, any case) that mark a file as this modality
+      (:func:`modality_for_path`); ``explicit_extensions``: further suffixes the reader takes only when the modality
+      is given by name (a suffix another modality claims, such as ``.txt`` for points).
+    * ``text_like``: plain strings are the content itself, not paths (``text``).
+    * ``default_encoder``: the registry name :func:`anybind.create_model` uses for this modality when no encoder
+      is named.
+    * ``reader``, ``transform`` and ``collate`` may be ``"module:function"`` strings, imported on first use.
+
+    A name another owner registered raises :class:`~anybind.registry.PluginConflictError` naming both owners unless
+    ``replace=True`` (which takes it over on purpose, logged as a warning); an ``extensions`` suffix that another
+    modality already claims always raises (give it as an ``explicit_extensions`` suffix instead). The built-in names
+    (:data:`RESERVED_MODALITIES`) are taken. See docs/plugins.md for a complete plugin.
     """
+    from .registry import conflict, ensure_loaded, owner
+
     if not name.isidentifier() or name != name.lower():
         raise ValueError(f"modality names are lower-case identifiers, got {name!r}")
-    if name in _MODALITIES and not replace:
-        raise RegistryError(f"modality {name!r} is already registered")
+    if not _builtin:
+        ensure_loaded()  # meet the names and extensions of the built-ins and the plugins
+    new = owner(sys._getframe(1).f_globals.get("__name__", "?"))  # the registering module
+    prev = _MODALITIES.get(name)
+    if prev is not None and not replace:
+        raise conflict("modality", name, _owner_of(prev), new)
     norm = lambda seq: tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in seq)  # noqa: E731
     exts = norm(extensions)
+    for other in _MODALITIES.values():
+        taken = [e for e in exts if e in other.extensions]
+        if other.name != name and taken:
+            raise conflict("file extension", taken[0], f"{_owner_of(other)} (modality {other.name!r})",
+                           f"{new} (modality {name!r})", f"list it in explicit_extensions= instead (read only when "
+                           f"{name!r} is named), or re-register {other.name!r} without it")
+    if prev is not None:
+        log.warning("modality %r of %s is replaced by %s (replace=True)", name, _owner_of(prev), new)
     m = Modality(name, reader, transform, collate, exts, text_like, default_encoder, _builtin, description,
-                 norm(explicit_extensions))
+                 norm(explicit_extensions), origin="anybind (built-in)" if _builtin else new)
     _MODALITIES[name] = m
     return m
+
+
+def unregister_modality(name: str) -> None:
+    """Remove ``name`` (used by tests and by plugins that replace their own entries)."""
+    _MODALITIES.pop(name, None)
 
 
 _COMPAT_TRANSFORMS: dict[tuple[str, str], TransformFactory | str] = {}
@@ -235,6 +289,8 @@ def modality_for_path(path: str | Path) -> str:
 
 
 BUILTIN_MODALITIES = ("image", "text", "audio", "video", "points")
+# Every name anybind registers itself: a plugin's register_modality of one of these raises unless replace=True.
+RESERVED_MODALITIES = BUILTIN_MODALITIES + ("depth", "thermal", "imu")
 
 _R = "anybind.data.readers:"
 _T = "anybind.data.transforms:"
@@ -264,7 +320,7 @@ register_modality(
     description="point clouds (xyz or xyzrgb) and meshes", explicit_extensions=(".txt",),  # .txt by name is text
 )
 # ImageBind-compatible modalities: tensors only (already preprocessed the ImageBind way).
-for _name in ("depth", "thermal", "imu"):
+for _name in RESERVED_MODALITIES[len(BUILTIN_MODALITIES):]:
     register_modality(_name, reader=_R + "read_tensor_file", transform=_T + "identity_transform", _builtin=True,
                       description="preprocessed tensors (ImageBind compatibility)")
 # ImageBind's own preprocessing (bit-exact parity), selected by input_contract["compat"] == "imagebind".

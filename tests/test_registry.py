@@ -137,3 +137,42 @@ def test_builtin_encoders_are_loaded_by_the_entry_point():
     assert builtin and builtin[0]["value"] == "encoders" and builtin[0]["imported_encoders"], result["calls"]
     for m in BUILTIN_MODALITIES:
         assert f"{anybind.get_modality(m).default_encoder}" in result["names"]
+
+
+def test_a_taken_name_or_extension_raises_naming_both_owners_and_replace_takes_it_over(caplog):
+    from anybind.modality import RESERVED_MODALITIES, get_modality, unregister_modality
+    from anybind.registry import PluginConflictError
+
+    assert set(BUILTIN_MODALITIES) < set(RESERVED_MODALITIES) <= set(anybind.list_modalities())
+    with pytest.raises(PluginConflictError, match=r"modality 'audio' is already registered by anybind \(built-in\); "
+                                                  rf"{__name__} registers it again.*replace=True"):
+        anybind.register_modality("audio", reader=str, transform=str)
+    with pytest.raises(PluginConflictError, match=r"file extension '\.wav' .* anybind \(built-in\) \(modality 'audio'\); "
+                                                  rf"{__name__} \(modality 'regtest'\).*explicit_extensions="):
+        anybind.register_modality("regtest", reader=str, transform=str, extensions=("WAV",))
+    assert "regtest" not in anybind.list_modalities() and anybind.modality_for_path("a.wav") == "audio"
+    try:
+        first = anybind.register_modality("regtest", reader=str, transform=str, extensions=(".regtest",),
+                                          explicit_extensions=(".wav",))  # explicit suffixes may be shared
+        assert anybind.modality_for_path("x.REGTEST") == "regtest" and first.origin == __name__
+        with pytest.raises(PluginConflictError, match=f"modality 'regtest' is already registered by {__name__}"):
+            anybind.register_modality("regtest", reader=str, transform=str)
+        with caplog.at_level("WARNING", logger="anybind.modality"):
+            second = anybind.register_modality("regtest", reader=repr, transform=str, extensions=(".regtest",),
+                                               replace=True)
+        assert get_modality("regtest") is second and "replaced" in caplog.text
+    finally:
+        unregister_modality("regtest")
+
+
+def test_replace_takes_an_encoder_name_over(temp_names, caplog):
+    temp_names.append("image_regtest_swap")
+    anybind.register_encoder("image_regtest_swap", modality="image")(lambda: _tiny_tower())
+    with caplog.at_level("WARNING", logger="anybind.registry"):
+
+        @anybind.register_encoder("image_regtest_swap", modality="image", replace=True)
+        def swapped():
+            return _tiny_tower(embed_dim=4)
+
+    assert get_encoder_entry("image_regtest_swap").builder is swapped and "replaced by" in caplog.text
+    assert anybind.create_encoder("image_regtest_swap").embed_dim == 4

@@ -2,8 +2,10 @@
 
 ``conf/train.yaml`` starts its defaults list with ``train_schema`` (:class:`TrainConfig`), so every group file and
 every command-line override is checked against these dataclasses when the config is composed: a misspelled key
-(``trainer.max_step=10``) fails before any work starts, naming the key. Only the recipe reads these objects;
-everything it builds takes plain arguments.
+(``trainer.max_step=10``) fails before any work starts, naming the key. The ``modality.<m>`` nodes are checked
+against :class:`ModalityConfig` right after composing (:mod:`anybind.train.modality_config`), so that
+``+modality.<m>.encoder=<name>`` can add one. Only the recipe reads these objects; everything it builds takes plain
+arguments.
 """
 
 from __future__ import annotations
@@ -146,7 +148,9 @@ class EvalConfig:
 class TrainConfig:
     name: str = "anybind"
     model_size: str = "tiny"  # interpolated into conf/modality/*.yaml encoder names
-    modality: dict[str, ModalityConfig] = field(default_factory=dict)
+    # {modality: ModalityConfig}; plain nodes here so that +modality.<m>.encoder=<name> can add one
+    # (anybind.train.modality_config.typed_modalities checks each against ModalityConfig)
+    modality: dict[str, Any] = field(default_factory=dict)
     anchor: str = "image"
     pairs: list[PairConfig] = field(default_factory=list)  # empty: the anchor with every other modality
     embed_dim: Optional[int] = None  # default: the encoders' own (all must agree)

@@ -32,6 +32,7 @@ from ..errors import AnybindError, CheckpointError, Interrupted
 from ..io import WriterLock, clean_temp_files
 from . import dist
 from .config import TrainConfig, register_configs
+from .modality_config import typed_modalities
 
 log = logging.getLogger("anybind.train")
 
@@ -202,7 +203,7 @@ def _as_config(cfg: Any) -> DictConfig:
     """
     if isinstance(cfg, DictConfig):  # a plain copy: merging two typed configs would carry the extra keys over
         cfg = OmegaConf.to_container(cfg, resolve=False)
-    cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), cfg)
+    cfg = typed_modalities(OmegaConf.merge(OmegaConf.structured(TrainConfig), cfg))
     for m in list(cfg.modality):
         # An experiment may give kwargs for a modality that this run does not select (experiment=world
         # modality=[image,audio] leaves video.kwargs behind): such a node has no encoder and is not trained.

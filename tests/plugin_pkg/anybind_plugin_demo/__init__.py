@@ -4,7 +4,9 @@
   row) -> float32 ``(length, channels)``, resampled to a fixed length and standardized per channel;
 * encoders ``timeseries_mlp_test`` / ``timeseries_mlp_tiny``: flatten -> linear -> residual MLP blocks -> head.
 
-anybind finds it through the ``anybind.encoders`` entry point (see pyproject.toml); nothing in anybind knows it.
+anybind finds it through the ``anybind.encoders`` entry point, and ``anybind-train modality=[image,timeseries]`` finds
+its training config (``conf/modality/timeseries.yaml``) through ``anybind.configs`` (see pyproject.toml); nothing in
+anybind knows it.
 """
 
 from __future__ import annotations
