@@ -52,12 +52,14 @@ LAYERS: dict[str, int] = {
     "anybind.demo": COMMAND_LINE,
     "anybind.cli": COMMAND_LINE,
     "anybind.serve": COMMAND_LINE,
+    "anybind._hydra": COMMAND_LINE,  # the Hydra SearchPathPlugin, run by Hydra as anybind-train starts
 }
 # Prefixes that cover a whole package; the others name exactly one module (or package __init__),
 # so a new module directly under anybind/ fails until it is given a layer.
 PACKAGE_PREFIXES = {
     "anybind.layers", "anybind.io", "anybind.constants", "encoders", "anybind.data", "anybind.compat",
     "anybind.train", "anybind.retrieval", "anybind.eval", "anybind.bench", "anybind.serve",
+    "anybind._hydra",
 }
 
 

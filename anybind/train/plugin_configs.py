@@ -6,7 +6,7 @@ A plugin advertises a package that holds a Hydra config tree laid out like anybi
     [project.entry-points."anybind.configs"]
     timeseries = "anybind_plugin_demo.conf"     # or "pkg://anybind_plugin_demo.conf", or "file:///abs/conf/dir"
 
-``hydra_plugins/anybind_configs.py`` (a Hydra SearchPathPlugin that anybind ships; Hydra discovers it by itself)
+``hydra_plugins/anybind_configs.py`` (source in ``anybind/_hydra``; a Hydra SearchPathPlugin that anybind ships; Hydra discovers it by itself)
 calls :func:`add_plugin_configs` whenever a command composes a config from anybind's ``pkg://conf``: each tree is
 appended to the search path after anybind's, so ``anybind-train modality=[image,timeseries]`` finds
 ``modality/timeseries.yaml`` with no ``hydra.searchpath``. A YAML file that anybind's tree (or an earlier plugin's)
