@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anybind.data.hf import load_feature_extractor, load_tokenizer, model_folder, require_transformers
+from anybind.pretrained.hf_folder import load_feature_extractor, load_tokenizer, model_folder, require_transformers
 from anybind.errors import CheckpointError
 from anybind.pretrained.weights import params_on_meta, weights_deferred
 from anybind.registry import register_encoder

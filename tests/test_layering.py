@@ -33,6 +33,7 @@ LAYERS: dict[str, int] = {
     "anybind.constants": 0,
     "anybind.pretrained.weights": 0,
     "anybind.pretrained.assets": 0,
+    "anybind.pretrained.hf_folder": 0,
     "anybind.registry": 1,
     "encoders": 2,
     "anybind.data": 3,
