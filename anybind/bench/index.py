@@ -151,12 +151,14 @@ def bench_one(n: int, d: int, dist: str, kinds: list[str], *, queries: int = 100
     for _ in range(repeats):
         t = time.perf_counter()
         flat.search(q, k)
-        exact_runs.append({"ms_per_query": round((time.perf_counter() - t) * 1000 / queries, 3), "load": load_averages()})
+        exact_runs.append({"ms_per_query": round((time.perf_counter() - t) * 1000 / queries, 3),
+                           "load": load_averages()})
     torch_runs = []  # anybind's own exact path (PyTorch matmul + top-k, streamed in chunks)
     for _ in range(repeats):
         t = time.perf_counter()
         exact_topk(q, x, k)
-        torch_runs.append({"ms_per_query": round((time.perf_counter() - t) * 1000 / queries, 3), "load": load_averages()})
+        torch_runs.append({"ms_per_query": round((time.perf_counter() - t) * 1000 / queries, 3),
+                           "load": load_averages()})
     single = min(20, queries)
     t = time.perf_counter()
     for i in range(single):

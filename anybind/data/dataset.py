@@ -6,8 +6,8 @@ contracts: what training and manifest evaluation read. Both build each transform
 (:func:`prepared_transform`), ask the reader only what the transform allows (:func:`reader_options`), and name the
 file in every error (:func:`apply_transform`); :func:`worker_init` sets up their DataLoader workers.
 
-A :class:`ManifestDataset` item is ``(index, modalities_to_load, step_modalities)`` (or a bare index: every modality the sample
-has). Each modality goes through its encoder's transform (``get_modality(m).make_transform(contract)``, built once
+A :class:`ManifestDataset` item is ``(index, modalities_to_load, step_modalities)`` (or a bare index: every
+modality the sample has). Each modality goes through its encoder's transform (``get_modality(m).make_transform(contract)``, built once
 per process, never per sample). A sample that fails to read or transform does not stop anything: that modality is
 marked invalid for the sample and the error is returned with the batch so the trainer can count and report it.
 

@@ -26,7 +26,8 @@ _LAZY = {
     "estimate_memory": "index", "exact_topk": "index",
     "as_queries": "search", "combine": "search", "contact_sheet": "search", "cross_modal_search": "search",
     "embed_queries": "search", "parse_query": "search", "search": "search",
-    "EmbeddingStore": "store", "StoreWriter": "store_writer", "merge_stores": "store_writer", "write_store": "store_writer",
+    "EmbeddingStore": "store",
+    "StoreWriter": "store_writer", "merge_stores": "store_writer", "write_store": "store_writer",
 }
 
 __all__ = sorted(_LAZY)

@@ -163,8 +163,9 @@ def plan_shards(items: Sequence[dict], shard_size: int) -> list[tuple[str, str, 
     return plan
 
 
-def resolve_items(source, modality: str | None = None, modalities: Iterable[str] | None = None, split: str | None = None,
-                  root_only: bool = False, text_sidecars: bool = False) -> tuple[list[dict], dict]:
+def resolve_items(source, modality: str | None = None, modalities: Iterable[str] | None = None,
+                  split: str | None = None, root_only: bool = False,
+                  text_sidecars: bool = False) -> tuple[list[dict], dict]:
     """``(items, ignored)`` of a collection: a folder (:func:`items_from_folder`), a manifest
     (:func:`items_from_manifest`) or a list of items (paths or ``{"source", "modality"?, "id"?, ...}`` dicts)."""
     if isinstance(source, (str, Path)):

@@ -105,7 +105,8 @@ def load_shard(marker_path: Path) -> Shard:
 
 
 class EmbeddingStore:
-    """Read access to a store written by :func:`anybind.retrieval.embed_to_store` (or :class:`~anybind.retrieval.store_writer.StoreWriter`).
+    """Read access to a store written by :func:`anybind.retrieval.embed_to_store` (or
+    :class:`~anybind.retrieval.store_writer.StoreWriter`).
 
     Rows are in shard order. ``vectors()`` returns float32 ``(n, D)``; ``metadata()`` the row dicts
     (``id``, ``modality``, ``source`` and whatever the input carried, e.g. ``label`` or ``split``).

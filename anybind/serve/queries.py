@@ -158,6 +158,7 @@ def parse_queries(raw: Any, uploads: Sequence[Upload], *, settings: ServeSetting
                                     f"{{\"file\": {n}}} to 'queries' or leave 'queries' out")
     return specs
 
+
 def upload_number(i: int, value: Any, uploads: Sequence[Upload]) -> int:
     """The upload that query ``i``'s ``"file"`` names: by number, or by a file name only one upload has."""
     if isinstance(value, bool):
@@ -171,6 +172,7 @@ def upload_number(i: int, value: Any, uploads: Sequence[Upload]) -> int:
     raise RequestError(400, f"query {i}: file {value!r} names no uploaded file (give its number, 0 to "
                             f"{len(uploads) - 1}, or its file name)" if uploads else
                             f"query {i}: file queries need a multipart request with the files in field 'file'")
+
 
 def parse_target(k: Any, modalities: Any, *, settings: ServeSettings,
                  indexed: Sequence[str]) -> tuple[int, tuple[str, ...] | None]:
