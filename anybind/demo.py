@@ -51,7 +51,7 @@ def score(model, manifest: str | Path, trained_pairs, batch_size: int = 128) -> 
     Returns ``{"retrieval": {...}, "chance": {"q->g": r1}, "embeddings": {m: (N, D)}, "ids": {m: [id, ...]}}``.
     """
     from .data.manifest import load_manifest
-    from .evaluate import embed_manifest, retrieval_metrics
+    from .eval import embed_manifest, retrieval_metrics
 
     rows = load_manifest(manifest)
     errors: list = []
@@ -197,7 +197,7 @@ def run_demo(world_dir: str | Path | None = None, out_dir: str | Path = "runs/de
     """
     from .checkpoint import load
     from .data.world import generate_world
-    from .evaluate import plot_retrieval_heatmap, write_metrics
+    from .eval import plot_retrieval_heatmap, write_metrics
 
     root = Path(world_dir or default_world_dir()).resolve()
     out = Path(out_dir).resolve()

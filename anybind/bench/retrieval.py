@@ -1,6 +1,6 @@
-"""Retrieval index: build time, memory, single-query latency and recall@10, through :mod:`anybind.retrieval.bench`.
+"""Retrieval index: build time, memory, single-query latency and recall@10, through :mod:`anybind.bench.index`.
 
-The suite runs that module's :func:`~anybind.retrieval.bench.bench_one` on a small collection (``--n``, 20 000
+The suite runs that module's :func:`~anybind.bench.index.bench_one` on a small collection (``--n``, 20 000
 unit vectors by default) so that it finishes in a minute or two; the 100k / 1M figures of docs/benchmarks.md
 come from ``python tools/bench_index.py`` itself.
 """
@@ -14,7 +14,7 @@ COLUMNS = [("dist", "vectors"), ("n", "n"), ("kind", "index"), ("build_s", "buil
 
 def run_suite(*, sizes: list[int], d: int = 512, dists=("mixture",), kinds=("flat", "hnsw", "ivfpq"),
               queries: int = 200, threads: int = 2, log=print) -> dict:
-    from ..retrieval.bench import bench_one
+    from .index import bench_one
     from .common import load
 
     runs, rows = [], []

@@ -1,7 +1,13 @@
-"""Manifest samples -> transformed tensors -> masked multi-modality batches.
+"""The datasets that feed the towers: raw items or manifest samples -> transformed tensors -> batches.
 
-A dataset item is ``(index, modalities_to_load, step_modalities)`` (or a bare index: every modality the sample
-has). Each modality goes through its encoder's transform (``get_modality(m).make_transform(contract)``, built once
+:class:`ItemDataset` holds one modality's raw items (paths, strings, arrays, tensors): what ``model.embed``,
+``anybind-embed`` and the benchmarks embed. :class:`ManifestDataset` views a manifest through the model's input
+contracts: what training and manifest evaluation read. Both build each transform once per process
+(:func:`prepared_transform`), ask the reader only what the transform allows (:func:`reader_options`), and name the
+file in every error (:func:`apply_transform`); :func:`worker_init` sets up their DataLoader workers.
+
+A :class:`ManifestDataset` item is ``(index, modalities_to_load, step_modalities)`` (or a bare index: every
+modality the sample has). Each modality goes through its encoder's transform (``get_modality(m).make_transform(contract)``, built once
 per process, never per sample). A sample that fails to read or transform does not stop anything: that modality is
 marked invalid for the sample and the error is returned with the batch so the trainer can count and report it.
 
@@ -18,10 +24,11 @@ Compact ``inputs`` keep missing modalities from costing any compute; ``valid`` p
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from ..errors import InputError
 from ..modality import get_modality
@@ -55,8 +62,6 @@ class ManifestDataset(Dataset):
     def transform(self, modality: str) -> Callable[[Any], torch.Tensor]:
         fn = self._transforms.get(modality)
         if fn is None:  # a worker started by pickling (not forking) builds its own, once
-            from ..model import prepared_transform
-
             fn = self._transforms[modality] = prepared_transform(get_modality(modality), self.contracts[modality])
         return fn
 
@@ -75,11 +80,16 @@ class ManifestDataset(Dataset):
         if modality in self.embedded:  # only preloaded samples were embedded; this one failed to preload
             raise InputError(sample.items[modality], modality, "could not be preloaded, so the frozen tower's "
                              "cached embedding (trainer.cache_frozen) does not exist for it")
-        from ..model import reader_options
-
         spec, fn = get_modality(modality), self.transform(modality)
         raw, source = spec.load(sample.items[modality], **reader_options(fn))
         return apply_transform(fn, raw, source, modality)
+
+    @property
+    def cache(self) -> dict[tuple[int, str], torch.Tensor] | None:
+        """The preloaded tensors (:meth:`preload`), keyed by ``(sample index, modality)``; ``None`` before a preload.
+        Samples sharing a value share one tensor; a modality served as embeddings (:meth:`use_embeddings`) holds
+        ``(D,)`` rows."""
+        return self._cache
 
     def available(self, index: int) -> tuple[str, ...]:
         return tuple(m for m in self.manifest[index].items if m in self.contracts)
@@ -169,6 +179,89 @@ class ManifestDataset(Dataset):
             del self._cache[key]
         self._cache.update(embeddings)
         self.embedded.add(modality)
+
+
+class ItemDataset(Dataset):
+    """Raw user items of one modality -> transformed tensors (runs in DataLoader workers).
+
+    An item is ``(index, tensor, None)``. With ``skip_errors`` a bad item yields ``(index, None, error message)``
+    instead of raising, so long runs continue and report what they skipped. With ``timed`` every item also carries
+    the seconds it spent being read (decoded) and transformed, and every batch their sums:
+    ``{"read": s, "transform": s}``.
+    """
+
+    def __init__(self, modality: str, items: Sequence[Any], contract: dict, skip_errors: bool = False,
+                 timed: bool = False):
+        self.modality = get_modality(modality)
+        self.items = list(items)
+        self.contract = dict(contract)
+        self.skip_errors = skip_errors
+        self.timed = timed
+        # built here, once: DataLoader workers forked later inherit it (and a tokenizer it prepared)
+        self._transform = prepared_transform(self.modality, self.contract)
+        self._read_options = reader_options(self._transform)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        if get_worker_info() is None and torch.get_num_threads() > 1:
+            # in the main process (num_workers=0): decode and transform on one thread, as a worker does. Their many
+            # small ops gain nothing from more threads and, right after a tower's parallel regions, lose up to 40x
+            # to OpenMP's spinning threads (a 3-clip log-mel: 0.76 s on 2 threads, 0.017 s on one)
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                return self._item(i)
+            finally:
+                torch.set_num_threads(threads)
+        return self._item(i)
+
+    def _item(self, i: int):
+        t0 = time.perf_counter()
+        t1 = t0
+        try:
+            raw, source = self.modality.load(self.items[i], **self._read_options)
+            t1 = time.perf_counter()
+            x = apply_transform(self._transform, raw, source, self.modality.name)
+            row = (i, x, None)
+            t2 = time.perf_counter()
+            lazy = float(getattr(raw, "decode_seconds", 0.0) or 0.0)  # a lazy source decodes during the transform
+            if self.timed:
+                return (*row, (t1 - t0 + lazy, max(0.0, t2 - t1 - lazy)))
+            return row
+        except InputError as err:
+            if not self.skip_errors:
+                raise
+            row = (i, None, str(err))
+        return (*row, (t1 - t0, time.perf_counter() - t1)) if self.timed else row
+
+    def collate(self, rows):
+        """Items -> ``(indices, batch or None, [(index, message)])`` (and the timings when ``timed``)."""
+        idx = [r[0] for r in rows if r[1] is not None]
+        xs = [r[1] for r in rows if r[1] is not None]
+        errors = [(r[0], r[2]) for r in rows if r[1] is None]
+        batch = self.modality.collate_fn(xs) if xs else None
+        out = (torch.tensor(idx, dtype=torch.long), batch, errors)
+        if self.timed:
+            return (*out, {"read": sum(r[3][0] for r in rows), "transform": sum(r[3][1] for r in rows)})
+        return out
+
+
+def prepared_transform(modality, contract: dict):
+    """``modality.make_transform(contract)``, with its expensive state (a tokenizer) built now, in this process."""
+    fn = modality.make_transform(contract)
+    prepare = getattr(fn, "prepare", None)
+    if callable(prepare):
+        prepare()
+    return fn
+
+
+def reader_options(transform) -> dict:
+    """What a transform asks of the reader (``ImageTransform``: decode a JPEG at reduced size when it will be
+    shrunk anyway); ``{}`` for transforms that need the file decoded exactly (library and ImageBind parity)."""
+    options = getattr(transform, "reader_options", None)
+    return dict(options) if isinstance(options, dict) else {}
 
 
 def apply_transform(fn: Callable[[Any], torch.Tensor], raw: Any, source: str, modality: str) -> torch.Tensor:

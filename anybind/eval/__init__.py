@@ -1,12 +1,12 @@
 """Evaluation: retrieval and zero-shot metrics, manifests, and the field's benchmarks from local copies.
 
 * :mod:`anybind.eval.metrics`: ranks, R@K, zero-shot top-k, chance levels, confusion matrices;
-* :mod:`anybind.eval.embedding`: a manifest embedded per modality (the shared loop of :mod:`anybind.model`);
+* :mod:`anybind.eval.embedding`: a manifest embedded per modality (the one loop of :mod:`anybind.embedding`);
 * :mod:`anybind.eval.manifest`: ``anybind-eval manifest=...``: the retrieval matrix and zero-shot of a manifest;
 * :mod:`anybind.eval.benchmarks` and :mod:`anybind.eval.run`: ``anybind-eval benchmark=<name>``;
 * :mod:`anybind.eval.report` and :mod:`anybind.eval.plots`: ``metrics.json``, provenance, tables and figures.
 
-:mod:`anybind.evaluate` and :mod:`anybind.retrieval.evaluation` re-export the names they always had.
+:mod:`anybind.evaluate` and :mod:`anybind.retrieval.evaluation` are other names for parts of this package.
 """
 
 from .embedding import embed_manifest

@@ -8,21 +8,13 @@ line, ``anybind-eval: <message>``, and exits with status 2; ``ANYBIND_DEBUG=1`` 
 from __future__ import annotations
 
 import logging
-import os
-import sys
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from ..errors import AnybindError
+from ..retrieval.config import to_plain
 from .errors import EvaluationError
 
 log = logging.getLogger("anybind.eval")
-
-
-def _plain(cfg) -> dict:
-    from omegaconf import DictConfig, OmegaConf
-
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
 
 
 def build_model(model_cfg: Mapping[str, Any], needed: Iterable[str] = ()):
@@ -78,7 +70,7 @@ def run_evaluate(cfg, out_dir: str | Path | None = None) -> dict:
     from .manifest import evaluate_manifest
     from .report import format_metrics
 
-    c = _plain(cfg)
+    c = to_plain(cfg)
     out = Path(c.get("out_dir") or out_dir or "runs/eval")
     if c.get("benchmark"):
         if c.get("manifest"):
@@ -110,26 +102,8 @@ def run_evaluate(cfg, out_dir: str | Path | None = None) -> dict:
     return metrics
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    return (AnybindError, FileNotFoundError)
-
-
 def main() -> None:
     """The ``anybind-eval`` console script."""
-    import hydra
+    from ..retrieval.cli import hydra_main
 
-    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
-    from ..retrieval.config import register_configs
-
-    register_configs()
-
-    @hydra.main(version_base=None, config_path="pkg://conf", config_name="evaluate")
-    def _main(cfg) -> None:
-        from hydra.core.hydra_config import HydraConfig
-
-        from ..console import user_errors as report_user_errors
-
-        with report_user_errors("anybind-eval"):  # one line and exit 2, before Hydra adds its own report
-            run_evaluate(cfg, HydraConfig.get().runtime.output_dir)
-
-    _main()
+    hydra_main("evaluate", run_evaluate, prog="anybind-eval")

@@ -1,8 +1,10 @@
-"""Embedding a manifest for evaluation, per modality, through the shared loop of :mod:`anybind.model`."""
+"""Embedding a manifest for evaluation, per modality, through the one embedding loop (:mod:`anybind.embedding`)."""
 
 from __future__ import annotations
 
 from typing import Sequence
+
+from ..embedding import Autocast
 
 import torch
 
@@ -18,7 +20,7 @@ def embed_manifest(
     match_key: str | None = None,
     split: str | None = None,
     limit: int | None = None,
-    autocast: bool = False,
+    autocast: Autocast = False,
     errors: list | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, list]]:
     """Embed every sample of ``manifest`` (a path or a :class:`~anybind.data.manifest.Manifest`) per modality.
@@ -29,7 +31,7 @@ def embed_manifest(
     """
     from ..data.dataset import ManifestDataset
     from ..data.manifest import Manifest, load_manifest
-    from ..model import encode_batches, make_loader
+    from ..embedding import encode_batches, make_loader
 
     if not isinstance(manifest, Manifest):
         manifest = load_manifest(manifest)

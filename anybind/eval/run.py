@@ -24,7 +24,7 @@ from .report import files_sha256, library_versions, model_provenance, write_metr
 
 
 def _embed(model, data: BenchmarkData, batch_size: int, num_workers: int, autocast: bool, progress: bool):
-    from ..model import embed_items
+    from ..embedding import embed_items
 
     if data.modality not in model.modalities:
         raise EvaluationError(f"{data.name} needs a {data.modality} tower; the model has {', '.join(model.modalities)}")

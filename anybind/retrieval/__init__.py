@@ -20,12 +20,14 @@ import types
 from typing import TYPE_CHECKING, Any
 
 _LAZY = {
-    "EmbedSummary": "embed", "embed_to_store": "embed", "items_from_folder": "embed", "items_from_manifest": "embed",
+    "EmbedSummary": "summary", "embed_to_store": "embed", "items_from_folder": "collection",
+    "items_from_manifest": "collection",
     "Hit": "index", "Index": "index", "IndexParams": "index", "build_index": "index", "choose_kind": "index",
     "estimate_memory": "index", "exact_topk": "index",
     "as_queries": "search", "combine": "search", "contact_sheet": "search", "cross_modal_search": "search",
     "embed_queries": "search", "parse_query": "search", "search": "search",
-    "EmbeddingStore": "store", "StoreWriter": "store", "merge_stores": "store", "write_store": "store",
+    "EmbeddingStore": "store",
+    "StoreWriter": "store_writer", "merge_stores": "store_writer", "write_store": "store_writer",
 }
 
 __all__ = sorted(_LAZY)
@@ -58,8 +60,11 @@ sys.modules[__name__].__class__ = _Package
 
 
 if TYPE_CHECKING:
-    from .embed import EmbedSummary, embed_to_store, items_from_folder, items_from_manifest
+    from .collection import items_from_folder, items_from_manifest
+    from .embed import embed_to_store
     from .index import Hit, Index, IndexParams, build_index, choose_kind, estimate_memory, exact_topk
     from .search import (as_queries, combine, contact_sheet, cross_modal_search, embed_queries, parse_query,
                          search)
-    from .store import EmbeddingStore, StoreWriter, merge_stores, write_store
+    from .store import EmbeddingStore
+    from .store_writer import StoreWriter, merge_stores, write_store
+    from .summary import EmbedSummary

@@ -28,12 +28,6 @@ def load_model(checkpoint: str | None = None, encoders: Mapping[str, str] | None
     raise ValueError("give model.checkpoint=<path> (or model.encoders={modality: registry name} for a random model)")
 
 
-def _plain(cfg) -> dict:
-    from omegaconf import DictConfig, OmegaConf
-
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-
-
 def resume_command(argv: Sequence[str] | None = None, prog: str = "anybind-embed") -> str:
     """The command line that resumes this run: the same arguments, without ``overwrite=true`` (which would start over)."""
     import shlex
@@ -69,10 +63,11 @@ def run_embed(cfg) -> dict:
     import signal
 
     from ..errors import Interrupted
+    from .config import to_plain
     from .embed import embed_to_store
     from .index import build_index
 
-    c = _plain(cfg)
+    c = to_plain(cfg)
     m = c.get("model") or {}
     model = load_model(m.get("checkpoint"), m.get("encoders"), m.get("device", "cpu"))
     previous = _raise_on_sigterm()
@@ -118,7 +113,9 @@ def run_evaluate(cfg, out_dir: str | Path | None = None) -> dict:
     return run(cfg, out_dir)
 
 
-def _hydra_main(config_name: str, fn):
+def hydra_main(config_name: str, fn, prog: str | None = None) -> None:
+    """Run ``fn(cfg, run_dir)`` on the config ``conf/<config_name>.yaml`` composed from the command line; a user
+    error prints one line (``prog: message``) and exits 2."""
     import hydra
 
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its SIMD probing is noise at Hydra's INFO level
@@ -133,14 +130,14 @@ def _hydra_main(config_name: str, fn):
 
         from ..console import user_errors
 
-        with user_errors():  # one line and exit 2, before Hydra adds its own "Error executing job" line
+        with user_errors(prog):  # one line and exit 2, before Hydra adds its own "Error executing job" line
             fn(cfg, HydraConfig.get().runtime.output_dir)
 
     main()
 
 
 def embed_main() -> None:
-    _hydra_main("embed", lambda cfg, _: run_embed(cfg))
+    hydra_main("embed", lambda cfg, _: run_embed(cfg))
 
 
 def eval_main() -> None:

@@ -43,8 +43,8 @@ class EmbedConfig:
     shard_size: int = 4096
     flush_seconds: Optional[float] = 30.0  # write a shard's rows so far at least this often; None: whole shards
     batch_size: int = 64
-    num_workers: Any = "auto"  # an int, or auto (from the machine: anybind.retrieval.embed.auto_workers)
-    precision: str = "auto"  # fp32 | bf16 | auto: bf16 where the hardware multiplies it natively (AMX CPU, GPU)
+    num_workers: Any = "auto"  # an int, or auto (from the machine: anybind.embedding.auto_workers)
+    precision: str = "auto"  # fp32 | bf16 | fp16 | auto: bf16 where the hardware multiplies it natively (AMX CPU, GPU)
     dtype: str = "float32"  # float32 | float16
     overwrite: bool = False
     progress: bool = True
@@ -61,7 +61,8 @@ def register_configs() -> None:
     cs.store(name="evaluate_schema", node=EvaluateConfig)
 
 
-def to_plain(cfg: Any) -> Any:
-    from omegaconf import OmegaConf
+def to_plain(cfg: Any) -> dict:
+    """A composed config (or a mapping) as a plain dict, interpolations resolved: what the commands read."""
+    from omegaconf import DictConfig, OmegaConf
 
-    return OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, (dict, list)) else cfg
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)

@@ -28,8 +28,15 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
-from .embed import EmbedSummary, _embed_modality, _resolve_items, _source_name, model_info, plan_shards
-from .store import EmbeddingStore, StoreWriter, inputs_digest
+from ..embedding import resolve_workers
+from ..io import atomic_write_bytes
+from .collection import plan_shards, resolve_items, rows_digest
+from .embed import model_info
+from .files import jsonl_bytes
+from .shards import embed_shards
+from .store import EmbeddingStore
+from .store_writer import StoreWriter
+from .summary import EmbedSummary
 
 log = logging.getLogger("anybind.retrieval")
 
@@ -46,14 +53,13 @@ def rank_and_world(env: dict | None = None) -> tuple[int, int, str]:
 
 
 def _plan(model, source, modality, modalities, split, shard_size):
-    items, ignored = _resolve_items(source, modality, modalities, split)
+    items, ignored = resolve_items(source, modality, modalities, split)
     if modalities is not None:
         wanted = set(modalities)
         items = [it for it in items if it["modality"] in wanted]
     items = [it for it in items if it["modality"] in model.modalities]
     plan = plan_shards(items, shard_size)
-    return [(name, m, rows, inputs_digest({**r, "source": _source_name(r["source"])} for r in rows))
-            for name, m, rows in plan], ignored
+    return [(name, m, rows, rows_digest(rows)) for name, m, rows in plan], ignored
 
 
 @torch.no_grad()
@@ -64,8 +70,6 @@ def embed_slice(model, source: str | Path | Sequence[Any], out_dir: str | Path, 
     """Embed this rank's shards of the plan into ``out_dir``; returns (what it did, every planned shard name)."""
     if not 0 <= rank < world:
         raise ValueError(f"rank {rank} is outside a world of {world}")
-    from .embed import resolve_workers
-
     num_workers = resolve_workers(num_workers, model.device)
     t0 = time.perf_counter()
     plan, ignored = _plan(model, source, modality, None if modalities is None else list(modalities), split, shard_size)
@@ -87,7 +91,7 @@ def embed_slice(model, source: str | Path | Sequence[Any], out_dir: str | Path, 
     model.eval()
     try:
         for m in dict.fromkeys(p[1] for p in pending):
-            _embed_modality(model, m, [p for p in pending if p[1] == m], writer, summary, batch_size, num_workers, bar)
+            embed_shards(model, m, [p for p in pending if p[1] == m], writer, summary, batch_size, num_workers, bar)
     finally:
         model.train(was_training)
         writer.close()
@@ -104,23 +108,21 @@ def missing_shards(out_dir: str | Path, names: Sequence[str]) -> list[str]:
 
 def merge_store(out_dir: str | Path, names: Sequence[str] | None = None) -> EmbeddingStore:
     """Make the store whole once every planned shard is finished: verify them, write ``errors.jsonl``."""
-    from .store import _jsonl_bytes
-    from ..checkpoint import atomic_write_bytes
-
     if names is not None:
         missing = missing_shards(out_dir, names)
         if missing:
             raise RuntimeError(f"store {out_dir}: {len(missing)} planned shards are not finished yet ({missing[:5]})")
     store = EmbeddingStore.open(out_dir, verify=True)
-    atomic_write_bytes(Path(out_dir) / "errors.jsonl", _jsonl_bytes(store.errors))
+    atomic_write_bytes(Path(out_dir) / "errors.jsonl", jsonl_bytes(store.errors))
     return store
 
 
 def run_distributed_embed(cfg, env: dict | None = None) -> dict:
     """``conf/embed.yaml`` options, this process's slice; the merge and index where the plan completes."""
-    from .cli import _plain, load_model
+    from .cli import load_model
+    from .config import to_plain
 
-    c = _plain(cfg)
+    c = to_plain(cfg)
     rank, world, launcher = rank_and_world(env)
     started = False
     if launcher == "torchrun" and not torch.distributed.is_initialized():
@@ -174,9 +176,9 @@ def run_distributed_embed(cfg, env: dict | None = None) -> dict:
 
 
 def main() -> None:
-    from .cli import _hydra_main
+    from .cli import hydra_main
 
-    _hydra_main("embed", lambda cfg, _: run_distributed_embed(cfg))
+    hydra_main("embed", lambda cfg, _: run_distributed_embed(cfg))
 
 
 if __name__ == "__main__":

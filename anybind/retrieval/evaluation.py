@@ -1,5 +1,5 @@
-"""Evaluate a model on a manifest: a re-export of :mod:`anybind.eval.manifest` (kept so that
-``from anybind.retrieval.evaluation import ...`` keeps working)."""
+"""``anybind.retrieval.evaluation``: another name for the manifest evaluation of :mod:`anybind.eval.manifest`
+(and :func:`~anybind.eval.report.format_metrics`), as the retrieval docs import it. It defines nothing itself."""
 
 from ..eval.manifest import (DEFAULT_TEMPLATES, class_embeddings, evaluate_manifest, labels_look_like_classes,
                              resolve_split, row_key, store_embeddings, trained_pairs_from_meta, zero_shot)

@@ -21,6 +21,7 @@ from ..modality import get_modality, list_modalities, modality_for_path
 from .index import Hit, Index, normalize
 
 Query = tuple[str, Any]
+Queries = Mapping[str, Any] | Sequence[Query | str] | str  # what as_queries accepts
 
 
 def looks_like_path(spec: str) -> bool:
@@ -58,7 +59,7 @@ def parse_query(spec: str) -> Query:
     return "text", spec
 
 
-def as_queries(queries: Mapping[str, Any] | Sequence[Query | str] | str) -> list[Query]:
+def as_queries(queries: Queries) -> list[Query]:
     """Accept ``{"image": "cat.png", "text": "on grass"}``, ``[("image", x), ...]``, ``["image:cat.png", ...]`` or a string."""
     if isinstance(queries, str):
         return [parse_query(queries)]
@@ -106,14 +107,8 @@ def _query_vector(model, index: Index, queries, weights) -> tuple[list[Query], n
     return qs, combine(embed_queries(model, qs), weights)
 
 
-def search(
-    model,
-    index: Index,
-    queries: Mapping[str, Any] | Sequence[Query | str] | str,
-    weights: Sequence[float] | None = None,
-    k: int = 10,
-    modalities: Iterable[str] | None = None,
-) -> list[Hit]:
+def search(model, index: Index, queries: Queries, weights: Sequence[float] | None = None, k: int = 10,
+           modalities: Iterable[str] | None = None) -> list[Hit]:
     """Top-``k`` hits for one (possibly composite) query, restricted to target ``modalities`` when given."""
     _, vec = _query_vector(model, index, queries, weights)
     return index.search(vec[None], k=k, modalities=modalities)[0]
@@ -131,14 +126,8 @@ def cross_modal_targets(index: Index, query_modalities: Iterable[str]) -> tuple[
                                     "own modality, so these hits are of the same modality")
 
 
-def cross_modal_search(
-    model,
-    index: Index,
-    queries: Mapping[str, Any] | Sequence[Query | str] | str,
-    weights: Sequence[float] | None = None,
-    k: int = 10,
-    modalities: Iterable[str] | None = None,
-) -> dict[str, list[Hit]]:
+def cross_modal_search(model, index: Index, queries: Queries, weights: Sequence[float] | None = None, k: int = 10,
+                       modalities: Iterable[str] | None = None) -> dict[str, list[Hit]]:
     """The top ``k`` hits *per modality*, ``{modality: hits}``, for every modality of the index other than the
     queries' own (or ``modalities``). What ``anybind-search`` shows by default: a caption finds images, sounds,
     videos and point clouds rather than the captions nearest to it."""

@@ -21,7 +21,7 @@ def __getattr__(name: str):
 
         return create_app
     if name == "ServeSettings":
-        from .service import ServeSettings
+        from .queries import ServeSettings
 
         return ServeSettings
     raise AttributeError(f"module 'anybind.serve' has no attribute {name!r}")

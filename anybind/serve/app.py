@@ -18,7 +18,8 @@ import logging
 import mimetypes
 from importlib import resources
 from ..errors import InputError
-from .service import RequestError, SearchService, ServeSettings, Upload, _safe_name
+from .queries import RequestError, ServeSettings, Upload, safe_name
+from .service import SearchService
 
 log = logging.getLogger("anybind.serve")
 
@@ -238,7 +239,7 @@ def create_app(index, model, settings: ServeSettings | None = None, *, token: st
         overrides = {q.get("file"): q.get("modality") for q in queries if isinstance(q, dict) and q.get("modality")
                      and isinstance(q.get("file"), int)} if isinstance(queries, list) else {}
         for n, f in enumerate(files):
-            name = _safe_name(f.filename)
+            name = safe_name(f.filename)
             modality, suffix = service.upload_modality(name, overrides.get(n))
             uploads.append(await _save(f, name, modality, suffix))
         specs = service.parse_queries(queries, uploads)

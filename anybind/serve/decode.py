@@ -1,7 +1,7 @@
 """Decoding uploads within a time limit, in worker processes that can be killed.
 
 An upload is decoded and transformed exactly as :meth:`anybind.AnyBindModel.embed` does it (through
-:class:`anybind.model.ItemDataset`: the same reader, the same transform, the same :class:`~anybind.errors.InputError`
+:class:`anybind.data.dataset.ItemDataset`: the same reader, the same transform, the same :class:`~anybind.errors.InputError`
 messages), but in a worker process (``python -m anybind.serve.decode``). When a decode passes the time limit, or the
 request that asked for it is cancelled, the worker is killed and a fresh one takes its place: the work is freed,
 not left running. A decoder that crashes on a hostile file takes only its worker down.
@@ -43,7 +43,7 @@ class DecodeTimeout(InputError):
 
 def decode_item(modality: str, item: Any, contract: dict) -> torch.Tensor:
     """One item -> the tensor its tower takes (the reader and transform of ``model.embed``)."""
-    from ..model import ItemDataset
+    from ..data.dataset import ItemDataset
 
     _, x, _ = ItemDataset(modality, [item], contract)[0]
     return x

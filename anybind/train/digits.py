@@ -117,7 +117,7 @@ def evaluate_digits(model, manifest, *, trained_pairs=(), prompt: str = PROMPT, 
     (``prompt.format(word)``); ``prompt_ensemble`` averages the text embeddings of every caption template.
     Retrieval matches by label; ``trained_pairs`` (sets of two modalities) decide each pair's ``emergent`` flag.
     """
-    from ..evaluate import embed_manifest, retrieval_metrics, zero_shot_metrics
+    from ..eval import embed_manifest, retrieval_metrics, zero_shot_metrics
 
     emb, keys = embed_manifest(model, manifest, batch_size=batch_size, match_key="label")
     out: dict[str, Any] = {"retrieval": retrieval_metrics(emb, keys, trained_pairs), "zero_shot": {},
@@ -186,7 +186,7 @@ def run_digits(data_dir: str | Path, out_dir: str | Path, *, fsdd: str | Path | 
     ``digits_minilm_anchor`` / ``digits_minilm``).
     """
     from ..checkpoint import load
-    from ..evaluate import plot_retrieval_heatmap, write_metrics
+    from ..eval import plot_retrieval_heatmap, write_metrics
 
     data, out = Path(data_dir).resolve(), Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)

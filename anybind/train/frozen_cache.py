@@ -52,7 +52,7 @@ def embed_preloaded(dataset, encoder: torch.nn.Module, modality: str, *, batch_s
     Samples sharing one preloaded tensor (the same file or text) share its embedding too. The encoder runs in
     eval mode, as a frozen tower does in training; embeddings are stored as float32 on the CPU.
     """
-    cache = dataset._cache
+    cache = dataset.cache
     if cache is None:
         raise ValueError(f"cache_frozen: the dataset was not preloaded, so there is no {modality} tensor to embed")
     device = torch.device(device)

@@ -53,8 +53,8 @@ def test_resume_skips_finished_shards_and_redoes_damaged_or_missing(model, manif
     (out / "shards" / damaged).write_bytes(b"garbage")
 
     calls = []
-    real = embed_mod._embed_modality
-    monkeypatch.setattr(embed_mod, "_embed_modality", lambda model, m, todo, *a, **kw: (
+    real = embed_mod.embed_shards
+    monkeypatch.setattr(embed_mod, "embed_shards", lambda model, m, todo, *a, **kw: (
         calls.append([t[0] for t in todo]), real(model, m, todo, *a, **kw)))
     summary = embed_to_store(model, manifest, out, shard_size=4, progress=False)
     redone = sorted(n for names in calls for n in names)

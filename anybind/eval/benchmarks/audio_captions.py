@@ -24,8 +24,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import BenchmarkError
-from .base import BenchmarkData, Item, asset, files_under, first_existing, no_items, read_csv, rel
+from .base import (BenchmarkData, Item, files_under, first_existing, no_items, published_split, read_csv, rel,
+                   require_dir)
 
 AUDIO_EXTS = (".wav", ".flac", ".ogg", ".mp3")
 CLOTHO_LAYOUT = "clotho_captions_<split>.csv and the clips under <split>/ (Clotho v2 as extracted)"
@@ -33,13 +33,8 @@ AUDIOCAPS_LAYOUT = "<split>.csv (audiocap_id,youtube_id,start_time,caption) and 
 
 
 def load_clotho(root: str | Path, *, split: str = "evaluation", **_) -> BenchmarkData:
-    root = Path(root)
-    if not root.is_dir():
-        raise BenchmarkError(f"clotho: {root} is not a folder; expected {CLOTHO_LAYOUT}")
-    split = split or "evaluation"
-    published = asset("clotho")["splits"]
-    if split not in published:
-        raise BenchmarkError(f"clotho: split must be one of {', '.join(published)}, got {split!r}")
+    root = require_dir(Path(root), "clotho", CLOTHO_LAYOUT)
+    split, published = published_split("clotho", split, "evaluation")
     name = f"clotho_captions_{split}.csv"
     table = first_existing(root, (name, f"csv/{name}", f"captions/{name}"), "clotho", name, CLOTHO_LAYOUT)
     rows = read_csv(table, "clotho", ("file_name", "caption_1"))
@@ -63,8 +58,8 @@ def load_clotho(root: str | Path, *, split: str = "evaluation", **_) -> Benchmar
     return BenchmarkData(
         name="clotho", task="retrieval", modality="audio", root=root,
         split={"name": "split", "value": split, "index": rel(table, root)}, items=items, missing=missing, extra=extra,
-        files=[it.id for it in items], captions=captions, published=published[split]["clips"],
-        protocol=published[split]["protocol"])
+        files=[it.id for it in items], captions=captions, published=published["clips"],
+        protocol=published["protocol"])
 
 
 def _clip_names(r: dict) -> list[str]:
@@ -83,13 +78,8 @@ def _clip_names(r: dict) -> list[str]:
 
 
 def load_audiocaps(root: str | Path, *, split: str = "test", **_) -> BenchmarkData:
-    root = Path(root)
-    if not root.is_dir():
-        raise BenchmarkError(f"audiocaps: {root} is not a folder; expected {AUDIOCAPS_LAYOUT}")
-    split = split or "test"
-    published = asset("audiocaps")["splits"]
-    if split not in published:
-        raise BenchmarkError(f"audiocaps: split must be one of {', '.join(published)}, got {split!r}")
+    root = require_dir(Path(root), "audiocaps", AUDIOCAPS_LAYOUT)
+    split, published = published_split("audiocaps", split, "test")
     table = first_existing(root, (f"{split}.csv", f"dataset/{split}.csv", f"csv/{split}.csv", f"data/{split}.csv"),
                            "audiocaps", f"{split}.csv", AUDIOCAPS_LAYOUT)
     rows = read_csv(table, "audiocaps", ("youtube_id", "caption"))
@@ -116,5 +106,5 @@ def load_audiocaps(root: str | Path, *, split: str = "test", **_) -> BenchmarkDa
     return BenchmarkData(
         name="audiocaps", task="retrieval", modality="audio", root=root,
         split={"name": "split", "value": split, "index": rel(table, root)}, items=items, missing=missing, extra=extra,
-        files=[seen[it.id] for it in items], captions=captions, published=published[split]["clips"],
-        protocol=published[split]["protocol"])
+        files=[seen[it.id] for it in items], captions=captions, published=published["clips"],
+        protocol=published["protocol"])

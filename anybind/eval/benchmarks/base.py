@@ -85,9 +85,20 @@ def templates_for(name: str, modality: str | None = None, override: Sequence[str
 
 
 def require_dir(path: Path, benchmark: str, layout: str) -> Path:
+    """``path`` when it is a folder, else a :class:`BenchmarkError` giving the layout expected there."""
     if not path.is_dir():
         raise BenchmarkError(f"{benchmark}: {path} is not a folder; expected {layout}")
     return path
+
+
+def published_split(benchmark: str, split: str | None, default: str) -> tuple[str, dict[str, Any]]:
+    """``(split, what is published about it)``: ``split`` (``default`` when empty) checked against the splits that
+    ``<benchmark>.json`` ships (their sizes and protocol)."""
+    split = split or default
+    published = asset(benchmark)["splits"]
+    if split not in published:
+        raise BenchmarkError(f"{benchmark}: split must be one of {', '.join(published)}, got {split!r}")
+    return split, published[split]
 
 
 def first_existing(root: Path, candidates: Iterable[str], benchmark: str, what: str, layout: str,

@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 
 from ..errors import BenchmarkError
-from .base import BenchmarkData, Item, asset, no_items, read_json, rel
+from .base import BenchmarkData, Item, asset, no_items, read_json, rel, require_dir
 
 KARPATHY_PLACES = ("dataset_coco.json", "annotations/dataset_coco.json", "karpathy/dataset_coco.json",
                    "caption_datasets/dataset_coco.json")
@@ -75,9 +75,7 @@ def _official(root: Path, data: dict, table: Path):
 
 
 def load_coco(root: str | Path, *, split: str | None = None, captions: str | None = None, **_) -> BenchmarkData:
-    root = Path(root)
-    if not root.is_dir():
-        raise BenchmarkError(f"coco: {root} is not a folder; expected {LAYOUT}")
+    root = require_dir(Path(root), "coco", LAYOUT)
     if captions:
         table = Path(captions) if Path(captions).is_absolute() else root / captions
         if not table.is_file():

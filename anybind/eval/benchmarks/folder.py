@@ -17,7 +17,7 @@ from typing import Any, Sequence
 from ...errors import InputError
 from ...modality import get_modality, modality_for_path
 from ..errors import BenchmarkError
-from .base import BenchmarkData, Item, readable, rel, templates_for
+from .base import BenchmarkData, Item, readable, rel, require_dir, templates_for
 
 SPLIT_NAMES = ("train", "val", "validation", "test", "eval", "evaluation")
 LAYOUT = "one folder per class, <root>/<class>/<files> (or <root>/<split>/<class>/<files> with split=<split>)"
@@ -51,9 +51,7 @@ def _class_map(classnames: Any, folders: Sequence[str]) -> dict[str, str]:
 
 def load_folder(root: str | Path, *, split: str | None = None, modality: str | None = None,
                 classnames: Any = None, templates: Sequence[str] | None = None, **_) -> BenchmarkData:
-    root = Path(root)
-    if not root.is_dir():
-        raise BenchmarkError(f"folder: {root} is not a folder; expected {LAYOUT}")
+    root = require_dir(Path(root), "folder", LAYOUT)
     base = root
     if split:
         base = root / split

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import BenchmarkError
-from .base import BenchmarkData, Item, asset, readable, rel, templates_for
+from .base import BenchmarkData, Item, asset, readable, rel, require_dir, templates_for
 
 PER_SHAPE = (".off", ".npy", ".npz", ".ply", ".xyz", ".pts")
 LAYOUT = ("<class>/{train,test}/*.off (the Princeton release; or .npy clouds), modelnet40_normal_resampled "
@@ -138,9 +138,7 @@ def _h5(root: Path, split: str):
 
 def load_modelnet40(root: str | Path, *, split: str = "test", variant: str | None = None,
                     templates: Sequence[str] | None = None, **_) -> BenchmarkData:
-    root = Path(root)
-    if not root.is_dir():
-        raise BenchmarkError(f"modelnet40: {root} is not a folder; expected {LAYOUT}")
+    root = require_dir(Path(root), "modelnet40", LAYOUT)
     split = split or "test"
     if split not in ("train", "test"):
         raise BenchmarkError(f"modelnet40: split must be train or test, got {split!r}")

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import BenchmarkError
-from .base import BenchmarkData, Item, asset, first_existing, read_csv, read_json, rel
+from .base import BenchmarkData, Item, first_existing, published_split, read_csv, read_json, rel, require_dir
 
 CSV_PLACES = ("MSRVTT_JSFUSION_test.csv", "annotation/MSRVTT_JSFUSION_test.csv", "msrvtt_data/MSRVTT_JSFUSION_test.csv",
               "data/MSRVTT_JSFUSION_test.csv", "annotations/MSRVTT_JSFUSION_test.csv")
@@ -42,13 +42,8 @@ def _find_video(folder: Path, vid: str) -> Path | None:
 
 
 def load_msrvtt(root: str | Path, *, split: str = "1k-A", **_) -> BenchmarkData:
-    root = Path(root)
-    if not root.is_dir():
-        raise BenchmarkError(f"msrvtt: {root} is not a folder; expected {LAYOUT}")
-    split = split or "1k-A"
-    published = asset("msrvtt")["splits"]
-    if split not in published:
-        raise BenchmarkError(f"msrvtt: split must be one of {', '.join(published)}, got {split!r}")
+    root = require_dir(Path(root), "msrvtt", LAYOUT)
+    split, published = published_split("msrvtt", split, "1k-A")
     if split == "1k-A":
         table = first_existing(root, CSV_PLACES, "msrvtt", "the 1k-A split file MSRVTT_JSFUSION_test.csv", LAYOUT)
         rows = read_csv(table, "msrvtt", ("video_id", "sentence"))
@@ -78,5 +73,5 @@ def load_msrvtt(root: str | Path, *, split: str = "1k-A", **_) -> BenchmarkData:
     return BenchmarkData(
         name="msrvtt", task="retrieval", modality="video", root=root,
         split={"name": "split", "value": split, "index": rel(listing[0], root)}, items=items, missing=missing,
-        files=[rel(Path(it.source), root) for it in items], captions=pairs, published=published[split]["videos"],
-        protocol=published[split]["protocol"])
+        files=[rel(Path(it.source), root) for it in items], captions=pairs, published=published["videos"],
+        protocol=published["protocol"])

@@ -17,7 +17,8 @@ from typing import Any, Iterable, Iterator, Mapping
 import numpy as np
 
 from ...errors import CheckpointError
-from ..store import _jsonl_bytes, _read_jsonl
+from .. import files
+from ..files import jsonl_bytes
 
 LAZY_BYTES = 64 << 20  # JSONL files at least this large are read lazily (~500k rows of id, modality, source)
 
@@ -115,7 +116,7 @@ class RowMetadata(Sequence):
         for block in self.blocks:
             block.copy_to(out)
         for lo in range(0, len(self.extra), 65536):
-            out.write(_jsonl_bytes(self.extra[lo:lo + 65536]))
+            out.write(jsonl_bytes(self.extra[lo:lo + 65536]))
 
 
 def write_jsonl(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -125,7 +126,7 @@ def write_jsonl(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> None:
             rows.copy_to(out)
             return
         for lo in range(0, len(rows), 65536):
-            out.write(_jsonl_bytes(rows[lo:lo + 65536]))
+            out.write(jsonl_bytes(rows[lo:lo + 65536]))
 
 
 def read_jsonl(path: Path, count: int | None = None) -> list[dict] | RowMetadata:
@@ -133,4 +134,4 @@ def read_jsonl(path: Path, count: int | None = None) -> list[dict] | RowMetadata
     path = Path(path)
     if path.stat().st_size >= LAZY_BYTES:
         return RowMetadata.from_files([path], [count] if count is not None else None)
-    return _read_jsonl(path)
+    return files.read_jsonl(path)

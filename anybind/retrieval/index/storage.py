@@ -18,6 +18,7 @@ import numpy as np
 
 from ...errors import CheckpointError
 from ...io import WriterLock, atomic_write_json, check_owned_folder, clean_temp_files, sha256_file
+from ..files import read_manifest
 from . import backend
 from .parts import Part
 from .rows import read_jsonl, write_jsonl
@@ -108,12 +109,7 @@ def load_index(path: str | Path, *, verify: bool = True):
     mpath = path / "index.json"
     if not mpath.exists():
         raise CheckpointError(f"{path} is not a saved index: {mpath.name} is missing")
-    try:
-        manifest = json.loads(mpath.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"index manifest {mpath} is damaged: {exc}") from exc
-    if manifest.get("format") != INDEX_FORMAT:
-        raise CheckpointError(f"{mpath} is not an anybind index manifest (format={manifest.get('format')!r})")
+    manifest = read_manifest(mpath, INDEX_FORMAT, label="index", kind="index", unreadable="is damaged")
     if int(manifest.get("version", 1)) > DISK_INDEX_VERSION:
         raise CheckpointError(f"{mpath} is index format version {manifest['version']}; this anybind reads up to "
                               f"{DISK_INDEX_VERSION} (upgrade anybind)")

@@ -2,7 +2,7 @@
 
 ``python tools/bench_index.py --stream --n 10000000 --memory-budget 6G`` (see :func:`bench_streamed`):
 
-1. generate ``n`` clustered unit vectors (the mixture of :func:`~anybind.retrieval.bench.sample_vectors`) a chunk
+1. generate ``n`` clustered unit vectors (the mixture of :func:`~anybind.bench.index.sample_vectors`) a chunk
    at a time into an embedding store (float16 shards by default), merging each chunk into the exact top-10 of
    the benchmark's queries as it goes, so ground truth needs no second pass over the data;
 2. ``build_index(store, kind=..., memory_budget=...)``: ``auto`` picks ``ivfpq_disk`` once the float32 vectors do
@@ -23,11 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .bench import cpu_model, index_bytes, iter_sample_vectors, load, peak_rss_bytes, reset_peak_rss, rss_bytes
-from .index import Index, IndexParams, build_index, import_faiss
-from .index.backend import RunningTopk
-from .index.tuning import recall_at
-from .store import StoreWriter
+from ..retrieval.index import Index, IndexParams, build_index, import_faiss
+from ..retrieval.index.backend import RunningTopk
+from ..retrieval.index.tuning import recall_at
+from ..retrieval.store_writer import StoreWriter
+from .common import cpu_model
+from .index import index_bytes, iter_sample_vectors, load_averages, peak_rss_bytes, reset_peak_rss, rss_bytes
 
 
 def _status(field: str) -> int:
@@ -94,7 +95,7 @@ def generate_store(path: Path, n: int, d: int, queries: np.ndarray, *, clusters:
                 flush()
                 filled = 0
                 if (at // shard_size) % 8 == 0:
-                    log(f"  generated {at:,} / {n:,} in {time.perf_counter() - t0:.0f} s (load {load()})")
+                    log(f"  generated {at:,} / {n:,} in {time.perf_counter() - t0:.0f} s (load {load_averages()})")
     if filled:
         flush()
     return writer.finalize(), truth.result()[1]
@@ -122,24 +123,24 @@ def bench_streamed(n: int, d: int = 512, *, kind: str = "auto", memory_budget: s
     q = next(iter_sample_vectors(queries, d, "mixture", seed=2, clusters=clusters, chunk=queries))
     result = {"n": n, "d": d, "clusters": clusters, "queries": queries, "k": k, "threads": threads, "kind": kind,
               "memory_budget": memory_budget, "store_dtype": store_dtype, "cpu": cpu_model(), "cores": os.cpu_count(),
-              "faiss": faiss.__version__, "started": time.strftime("%Y-%m-%d %H:%M:%S"), "start_load": load()}
+              "faiss": faiss.__version__, "started": time.strftime("%Y-%m-%d %H:%M:%S"), "start_load": load_averages()}
 
     reset_peak_rss()
     t = time.perf_counter()
     store, truth = generate_store(store_path, n, d, q, clusters=clusters, dtype=store_dtype, k=k, log=log)
     result.update(generate_s=round(time.perf_counter() - t, 1), generate_peak_rss_mb=_mb(peak_rss_bytes()),
-                  store_gb=round(_folder_bytes(store_path) / 2**30, 2), generate_end_load=load())
+                  store_gb=round(_folder_bytes(store_path) / 2**30, 2), generate_end_load=load_averages())
     log(f"[n={n:,}] store of {result['store_gb']} GB generated in {result['generate_s']} s, truth computed on the way")
 
     gc.collect()
     reset_peak_rss()
-    rss0, build_load = rss_bytes(), load()
+    rss0, build_load = rss_bytes(), load_averages()
     result["build_start_rss_mb"] = _mb(rss0)
     t = time.perf_counter()
     index = build_index(store, kind=kind, memory_budget=memory_budget, params=params, threads=threads)
     build_s = time.perf_counter() - t
     part = next(iter(index.parts.values()))
-    result.update(build_s=round(build_s, 1), build_stages_s=part.timings, build_load=build_load, build_end_load=load(),
+    result.update(build_s=round(build_s, 1), build_stages_s=part.timings, build_load=build_load, build_end_load=load_averages(),
                   build_peak_rss_mb=_mb(peak_rss_bytes()), build_rss_growth_mb=_mb(rss_bytes() - rss0),
                   index_kind=part.kind, settings=dict(part.settings))
     log(f"[n={n:,}] built {part.kind} in {build_s:.0f} s {part.timings}, peak RSS {result['build_peak_rss_mb']} MB, "
@@ -166,17 +167,17 @@ def bench_streamed(n: int, d: int = 512, *, kind: str = "auto", memory_budget: s
     for _ in range(repeats):
         lat = _latency(index, q, k)
         runs.append({"p50": round(float(np.percentile(lat, 50)), 3), "p99": round(float(np.percentile(lat, 99)), 3),
-                     "load": load()})
+                     "load": load_averages()})
     best = min(runs, key=lambda r: r["p50"])
     result.update(latency_ms_p50=best["p50"], latency_ms_p99=best["p99"], latency_load=best["load"], latency_runs=runs)
     if cold_queries and getattr(part, "vectors", None) is not None:
         _drop_cache([s.path for s in part.vectors.segments])
         lat = _latency(index, q[:cold_queries], k)
         result.update(cold_ms_p50=round(float(np.percentile(lat, 50)), 3), cold_ms_p99=round(float(np.percentile(lat, 99)), 3),
-                      cold_load=load())
+                      cold_load=load_averages())
     result.update(query_peak_rss_mb=_mb(peak_rss_bytes()), rss_anon_mb=_mb(_status("RssAnon")),
                   rss_file_mb=_mb(_status("RssFile")),
-                  finished=time.strftime("%Y-%m-%d %H:%M:%S"), end_load=load())
+                  finished=time.strftime("%Y-%m-%d %H:%M:%S"), end_load=load_averages())
     log(f"[n={n:,}] {json.dumps({k_: v for k_, v in result.items() if k_ != 'latency_runs'})}")
     if not keep:
         del index, part

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .index import IndexParams, build_index, exact_topk, import_faiss
+from ..retrieval.index import IndexParams, build_index, exact_topk, import_faiss
+from .common import cpu_model
 
 
 def _status_kb(field: str) -> int:
@@ -55,22 +56,12 @@ def reset_peak_rss() -> None:
         pass
 
 
-def load() -> list[float]:
+def load_averages() -> list[float]:
     """1/5/15-minute load averages (latencies on a shared machine read next to them)."""
     try:
         return [round(v, 2) for v in os.getloadavg()]
     except OSError:
         return []
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def index_bytes(impl) -> int:
@@ -160,12 +151,14 @@ def bench_one(n: int, d: int, dist: str, kinds: list[str], *, queries: int = 100
     for _ in range(repeats):
         t = time.perf_counter()
         flat.search(q, k)
-        exact_runs.append({"ms_per_query": round((time.perf_counter() - t) * 1000 / queries, 3), "load": load()})
+        exact_runs.append({"ms_per_query": round((time.perf_counter() - t) * 1000 / queries, 3),
+                           "load": load_averages()})
     torch_runs = []  # anybind's own exact path (PyTorch matmul + top-k, streamed in chunks)
     for _ in range(repeats):
         t = time.perf_counter()
         exact_topk(q, x, k)
-        torch_runs.append({"ms_per_query": round((time.perf_counter() - t) * 1000 / queries, 3), "load": load()})
+        torch_runs.append({"ms_per_query": round((time.perf_counter() - t) * 1000 / queries, 3),
+                           "load": load_averages()})
     single = min(20, queries)
     t = time.perf_counter()
     for i in range(single):
@@ -188,7 +181,7 @@ def bench_one(n: int, d: int, dist: str, kinds: list[str], *, queries: int = 100
         gc.collect()
         rss0 = rss_bytes()
         reset_peak_rss()
-        build_load = load()
+        build_load = load_averages()
         t = time.perf_counter()
         index = build_index(x, meta, kind=kind, memory_budget=memory_budget, params=params, threads=threads)
         build_s = time.perf_counter() - t
@@ -200,10 +193,10 @@ def bench_one(n: int, d: int, dist: str, kinds: list[str], *, queries: int = 100
         for _ in range(repeats):
             lat = _latency(index, q, k, min(latency_queries, queries))
             runs.append({"p50": round(float(np.percentile(lat, 50)), 3), "p99": round(float(np.percentile(lat, 99)), 3),
-                         "load": load()})
+                         "load": load_averages()})
         best = min(runs, key=lambda r: r["p50"])
         entry = {"kind": part.kind, "requested": kind, "settings": dict(part.settings),
-                 "build_s": round(build_s, 1), "build_stages_s": getattr(part, "timings", {}), "build_load": build_load, "build_end_load": load(),
+                 "build_s": round(build_s, 1), "build_stages_s": getattr(part, "timings", {}), "build_load": build_load, "build_end_load": load_averages(),
                  "index_mb": round(index_bytes(part.impl) / 2**20, 1),
                  "memory_estimate_mb": round(part.memory_bytes() / 2**20, 1),
                  "rss_growth_mb": round((rss1 - rss0) / 2**20, 1), "rss_mb": round(rss1 / 2**20, 1),
@@ -260,7 +253,7 @@ def main(argv=None) -> dict:
     p.add_argument("--refine", choices=["yes", "no"], default=None)
     p.add_argument("--target-recall", type=float, default=None)
     p.add_argument("--stream", action="store_true", help="generate each collection in chunks into a store on disk and "
-                   "index it from there (anybind.retrieval.bench_stream: collections larger than memory)")
+                   "index it from there (anybind.bench.index_stream: collections larger than memory)")
     p.add_argument("--clusters", type=int, default=1000, help="mixture clusters (--stream)")
     p.add_argument("--work-dir", default="bench_stream", help="where --stream writes its store and index (removed after)")
     p.add_argument("--out", help="write the results as JSON here")
@@ -280,7 +273,7 @@ def main(argv=None) -> dict:
     runs = []
     report = {"machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "arch": platform.machine(),
                           "faiss": faiss.__version__, "numpy": np.__version__},
-              "threads": a.threads, "started": time.strftime("%Y-%m-%d %H:%M:%S"), "start_load": load(),
+              "threads": a.threads, "started": time.strftime("%Y-%m-%d %H:%M:%S"), "start_load": load_averages(),
               "command": "python tools/bench_index.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "params": asdict(params), "runs": runs}
     for n in a.n or [100_000]:
@@ -295,7 +288,7 @@ def main(argv=None) -> dict:
 
 
 def _main_streamed(a, params: IndexParams, argv) -> dict:
-    from .bench_stream import bench_streamed, markdown_row
+    from .index_stream import bench_streamed, markdown_row
 
     report = {"command": "python tools/bench_index.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "params": asdict(params), "runs": []}
