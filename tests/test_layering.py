@@ -40,6 +40,7 @@ LAYERS: dict[str, int] = {
     "anybind.modality": 3,
     "anybind": 4,  # the package facade: `from anybind import x` reaches everything it re-exports
     "anybind.model": 4,
+    "anybind.embedding": 4,
     "anybind.checkpoint": 4,
     "anybind.pretrained": 4,
     "anybind.compat": 4,

@@ -2,7 +2,7 @@
 
 ``python tools/bench_index.py --stream --n 10000000 --memory-budget 6G`` (see :func:`bench_streamed`):
 
-1. generate ``n`` clustered unit vectors (the mixture of :func:`~anybind.bench.index.sample_vectors`) a chunk
+1. generate ``n`` clustered unit vectors (the mixture of :func:`~anybind.bench.index_measure.sample_vectors`) a chunk
    at a time into an embedding store (float16 shards by default), merging each chunk into the exact top-10 of
    the benchmark's queries as it goes, so ground truth needs no second pass over the data;
 2. ``build_index(store, kind=..., memory_budget=...)``: ``auto`` picks ``ivfpq_disk`` once the float32 vectors do
@@ -28,7 +28,7 @@ from ..retrieval.index.backend import RunningTopk
 from ..retrieval.index.tuning import recall_at
 from ..retrieval.store_writer import StoreWriter
 from .common import cpu_model
-from .index import index_bytes, iter_sample_vectors, load_averages, peak_rss_bytes, reset_peak_rss, rss_bytes
+from .index_measure import index_bytes, iter_sample_vectors, load_averages, peak_rss_bytes, reset_peak_rss, rss_bytes
 
 
 def _status(field: str) -> int:

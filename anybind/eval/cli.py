@@ -104,6 +104,6 @@ def run_evaluate(cfg, out_dir: str | Path | None = None) -> dict:
 
 def main() -> None:
     """The ``anybind-eval`` console script."""
-    from ..retrieval.cli import hydra_main
+    from ..retrieval.jobs import hydra_main
 
     hydra_main("evaluate", run_evaluate, prog="anybind-eval")

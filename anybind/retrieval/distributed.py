@@ -119,7 +119,7 @@ def merge_store(out_dir: str | Path, names: Sequence[str] | None = None) -> Embe
 
 def run_distributed_embed(cfg, env: dict | None = None) -> dict:
     """``conf/embed.yaml`` options, this process's slice; the merge and index where the plan completes."""
-    from .cli import load_model
+    from .jobs import load_model
     from .config import to_plain
 
     c = to_plain(cfg)
@@ -176,7 +176,7 @@ def run_distributed_embed(cfg, env: dict | None = None) -> dict:
 
 
 def main() -> None:
-    from .cli import hydra_main
+    from .jobs import hydra_main
 
     hydra_main("embed", lambda cfg, _: run_distributed_embed(cfg))
 

@@ -51,7 +51,7 @@ def parser() -> argparse.ArgumentParser:
 def build(args: argparse.Namespace):
     """``(app, settings)`` from parsed arguments: the index and the model load here, once."""
     from ..errors import CheckpointError
-    from ..retrieval.cli import load_model
+    from ..retrieval.jobs import load_model
     from ..retrieval.index import Index, build_index
     from .app import create_app
     from .service import ServeSettings

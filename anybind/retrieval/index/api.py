@@ -14,10 +14,19 @@ import torch
 from ...errors import CheckpointError
 from ..store import EmbeddingStore
 from . import backend, storage
-from .disk import ShardSource, build_disk_part
-from .parts import Part, build_part
+from .disk import ArraySource, ShardSource, build_disk_part
+from .parts import Part
+from .parts import build_part as build_memory_part
 from .policy import IndexParams, resolve_kind
 from .rows import LAZY_BYTES, RowMetadata
+
+def build_part(modality: str, vectors: np.ndarray, rows: np.ndarray, kind: str, refine: bool,
+               params: IndexParams) -> Part:
+    """A part of ``kind`` over ``vectors`` (unit float32): on disk for ``ivfpq_disk``, else in memory."""
+    if kind == "ivfpq_disk":
+        return build_disk_part(modality, ArraySource(vectors), rows, params)
+    return build_memory_part(modality, vectors, rows, kind, refine, params)
+
 
 log = logging.getLogger(__name__)
 

@@ -88,8 +88,6 @@ class Part:
     def write(self, path: str) -> None:
         """Write the vectors / faiss index to ``path`` (streamed to disk: no second in-memory copy)."""
         if self.backend == "torch":
-            from .storage import save_npy
-
             save_npy(path, self.impl.numpy())
         else:
             backend.import_faiss().write_index(self.impl, path)
@@ -98,6 +96,11 @@ class Part:
         refine = bool(self.settings.get("refine"))
         return estimate_memory(self.kind, len(self), self.d, IndexParams(
             hnsw_m=self.settings.get("m", 32), ivf_nlist=self.settings.get("nlist"), pq_m=self.settings.get("pq_m")), refine)
+
+
+def save_npy(path: str, array: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: np.save would append ".npy" to a path
+        np.save(f, array, allow_pickle=False)
 
 
 def add_rows(impl, vectors: np.ndarray, positions: np.ndarray | None, chunk: int = 65536) -> None:
@@ -126,10 +129,6 @@ def build_part(modality: str, vectors: np.ndarray, rows: np.ndarray, kind: str, 
         impl = faiss.IndexFlatIP(d)
         impl.add(vectors)
         return Part(modality, "flat", "faiss", rows, impl, d, {})
-    if kind == "ivfpq_disk":
-        from .disk import ArraySource, build_disk_part
-
-        return build_disk_part(modality, ArraySource(vectors), rows, params)
     timings, t0 = {}, time.perf_counter()
     if kind == "hnsw":
         kept, held = split_for_tuning(n, params, params.ef_search is None and params.tune_vectors is None)

@@ -20,7 +20,7 @@ from ...errors import CheckpointError
 from ...io import WriterLock, atomic_write_json, check_owned_folder, clean_temp_files, sha256_file
 from ..files import read_manifest
 from . import backend
-from .parts import Part
+from .parts import Part, save_npy
 from .rows import read_jsonl, write_jsonl
 
 INDEX_FORMAT = "anybind-index"
@@ -171,11 +171,6 @@ def listed_files(manifest_path: Path) -> set[str]:
         entries += [s for s in part.get("vectors") or [] if isinstance(s, dict)]
     names = {str(e.get("name")) for e in entries if isinstance(e, dict) and e.get("name")}
     return {n for n in names if Path(n).name == n and n not in ("index.json", ".anybind.lock")}
-
-
-def save_npy(path: str, array: np.ndarray) -> None:
-    with open(path, "wb") as f:  # a file object: np.save would append ".npy" to a path
-        np.save(f, array, allow_pickle=False)
 
 
 def write_addressed(folder: Path, stem: str, ext: str, write, claim=None) -> tuple[str, str]:
