@@ -8,10 +8,13 @@ everything it builds takes plain arguments.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+log = logging.getLogger("anybind.train")
 
 
 @dataclass
@@ -167,3 +170,22 @@ def register_configs() -> None:
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+
+
+def validate_config(cfg: Any) -> DictConfig:
+    """Any training config (DictConfig, dict or :class:`TrainConfig`) checked against the schema, with the modality
+    nodes that name no encoder dropped.
+
+    Hydra already checks every key while composing, except keys added with ``+key=value`` (Hydra opens the
+    struct for those); merging into a fresh schema catches them too, naming the key.
+    """
+    if isinstance(cfg, DictConfig):  # a plain copy: merging two typed configs would carry the extra keys over
+        cfg = OmegaConf.to_container(cfg, resolve=False)
+    cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), cfg)
+    for m in list(cfg.modality):
+        # An experiment may give kwargs for a modality that this run does not select (experiment=world
+        # modality=[image,audio] leaves video.kwargs behind): such a node has no encoder and is not trained.
+        if OmegaConf.is_missing(cfg.modality[m], "encoder"):
+            log.info("modality.%s has settings but is not selected (modality=[...]); it is not trained", m)
+            del cfg.modality[m]
+    return cfg
