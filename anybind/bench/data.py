@@ -35,7 +35,8 @@ def bench_world(root: str | Path, n: int, *, num_workers: int = 2):
 
 def preset_contracts(preset: str, modalities=MODALITIES, model_size: str = "tiny") -> dict[str, dict]:
     """The input contracts of a training preset's towers (built on the meta device: no weights allocated)."""
-    from ..train.recipe import build_model, compose_train_config
+    from ..train.builders import build_model
+    from ..train.recipe import compose_train_config
     from .train import preset_overrides
 
     cfg = compose_train_config(preset_overrides(preset, list(modalities), model_size) + ["data.manifest=unused"])

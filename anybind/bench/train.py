@@ -66,13 +66,26 @@ def _trainer(module, optimizer, scheduler, device, precision: str, *, loader=Non
     return trainer
 
 
+def timed_steps(trainer, batches, steps: int) -> tuple[float, dict[str, float]]:
+    """``steps`` optimizer steps through :meth:`Trainer.train_step` with the phase timer on; -> (seconds per step,
+    seconds per step of each phase)."""
+    trainer.phase_times = {}
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        out = trainer.train_step(batches)
+    float(out["loss"])  # the last step's work is done
+    dt = (time.perf_counter() - t0) / steps
+    return dt, {k: sig(v / steps) for k, v in trainer.phase_times.items()}
+
+
 def synthetic_step(*, modalities: list[str], preset: str = "default", model_size: str = "tiny", batch_size: int = 16,
                    steps: int = 5, warmup: int = 2, device: str = "cpu", precision: str = "fp32",
                    grad_checkpointing: bool = False, compile: bool = False) -> dict:
     """Training steps on one synthetic batch; -> samples/s, seconds per phase, peak memory of this process."""
+    from ..train.builders import build_loss, build_model, resolve_pairs
+    from ..train.module import TrainModule
     from ..train.optim import WarmupCosine, build_optimizer
-    from ..train.recipe import build_loss, build_model, compose_train_config, resolve_pairs
-    from ..train.trainer import TrainModule
+    from ..train.recipe import compose_train_config
 
     dev = torch.device(device)
     cfg = compose_train_config(preset_overrides(preset, modalities, model_size) + ["data.manifest=unused"])
@@ -96,18 +109,12 @@ def synthetic_step(*, modalities: list[str], preset: str = "default", model_size
     stream = _Repeat(batch)
     reset_peak_memory(dev)
     for _ in range(warmup):
-        trainer._train_step(stream)
+        trainer.train_step(stream)
     from .encoders import count_flops
 
-    step_flops = count_flops(lambda: trainer._train_step(stream))  # one more warm-up step, its FLOPs counted
-    trainer.phase_times = {}
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        out = trainer._train_step(stream)
-    float(out["loss"])
-    dt = (time.perf_counter() - t0) / steps
+    step_flops = count_flops(lambda: trainer.train_step(stream))  # one more warm-up step, its FLOPs counted
+    dt, phases = timed_steps(trainer, stream, steps)
     peak, kind = peak_memory_mib(dev)
-    phases = {k: sig(v / steps) for k, v in trainer.phase_times.items()}
     return {"preset": preset, "modalities": modalities, "bound": len(modalities) - 1, "batch_size": B,
             "model_size": model_size, "precision": precision,
             "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2), "steps": steps,
@@ -160,7 +167,8 @@ def real_data_breakdown(manifest: str, *, preset: str = "world", modalities=("im
     ``data_wait_share`` is the fraction of the step spent waiting for the next batch: 0 means the loader never
     stalls the step.
     """
-    from ..train.recipe import build_run, compose_train_config, default_threads
+    from ..train.recipe import build_run, compose_train_config
+    from ..train.runtime import default_threads
 
     dev = torch.device(device)
     overrides = preset_overrides(preset, list(modalities), model_size) + [
@@ -174,16 +182,10 @@ def real_data_breakdown(manifest: str, *, preset: str = "world", modalities=("im
     setup_s = time.perf_counter() - t0
     trainer = _trainer(s.module, s.optimizer, s.scheduler, dev, precision, loader=s.loader, sampler=s.sampler,
                        clip=cfg.optim.clip_grad_norm)
-    batches = trainer._batches()
+    batches = trainer.batches()
     for _ in range(warmup):
-        trainer._train_step(batches)
-    trainer.phase_times = {}
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        out = trainer._train_step(batches)
-    float(out["loss"])
-    dt = (time.perf_counter() - t0) / steps
-    phases = {k: sig(v / steps) for k, v in trainer.phase_times.items()}
+        trainer.train_step(batches)
+    dt, phases = timed_steps(trainer, batches, steps)
     peak, kind = peak_memory_mib(dev)
     del batches
     return {"preset": preset, "modalities": list(modalities), "batch_size": batch_size, "preload": preload,

@@ -26,6 +26,7 @@ from typing import Iterator
 import torch
 
 from .. import dist
+from .parallel import average_gradients
 
 
 def _rng_state(device: torch.device) -> tuple:
@@ -37,25 +38,6 @@ def _set_rng_state(state: tuple, device: torch.device) -> None:
     torch.set_rng_state(state[0])
     if state[1] is not None:
         torch.cuda.set_rng_state(state[1], device)
-
-
-def embed_rows(module, inputs: dict[str, torch.Tensor], valid: dict[str, torch.Tensor],
-               modalities=None) -> dict[str, torch.Tensor]:
-    """``{m: (B, D)}`` as :class:`~anybind.train.trainer.TrainModule` embeds a batch (absent rows are zeros)."""
-    B = len(next(iter(valid.values())))
-    feats = {}
-    for m, v in valid.items():
-        if modalities is not None and m not in modalities:
-            continue
-        x = inputs.get(m)
-        if x is None:
-            feats[m] = torch.zeros(B, module.model.embed_dim, device=v.device)
-            continue
-        z = module.embed(m, x)
-        if z.shape[0] != B:
-            z = z.new_zeros(B, z.shape[1]).index_copy(0, v.nonzero().squeeze(1), z)
-        feats[m] = z
-    return feats
 
 
 def cached_loss_backward(module, micro_batches, *, amp=None, scaler=None):
@@ -72,7 +54,7 @@ def cached_loss_backward(module, micro_batches, *, amp=None, scaler=None):
     for inputs, valid in micro_batches:  # 1. embeddings without autograd
         states.append(_rng_state(device))
         with torch.no_grad(), amp():
-            cached.append(embed_rows(module, inputs, valid))
+            cached.append(module.embed_rows(inputs, valid))
     after = _rng_state(device)
     sizes = [len(next(iter(v.values()))) for _, v in micro_batches]
     mods = list(dict.fromkeys(m for _, v in micro_batches for m in v))
@@ -95,7 +77,7 @@ def cached_loss_backward(module, micro_batches, *, amp=None, scaler=None):
         if mine:
             _set_rng_state(state, device)
             with amp():
-                z = embed_rows(module, inputs, valid, modalities=mine)
+                z = module.embed_rows(inputs, valid, modalities=mine)
             surrogate = sum((z[m].float() * grads[m][lo:lo + n].float()).sum() for m in mine if z[m].requires_grad)
             if isinstance(surrogate, torch.Tensor):
                 surrogate.backward()
@@ -105,31 +87,20 @@ def cached_loss_backward(module, micro_batches, *, amp=None, scaler=None):
     return out
 
 
-def average_gradients(params) -> None:
-    """DDP without its hooks: average every trainable parameter's gradient over the ranks (absent grads: 0)."""
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-        dist.all_reduce_sum(p.grad).div_(dist.world_size())
-
-
 def cached_forward_backward(trainer, batches: Iterator[dict]) -> tuple[dict, int]:
     """The trainer's hook: take ``accum_steps`` loader batches, leave the big batch's gradients in the parameters,
     return ``(sums, rows)`` (logged losses, samples taken) as the trainer's own loop would."""
     if trainer.grad_accum > 1:
         raise ValueError("trainer.grad_accum and trainer.accum_steps cannot both be > 1: accum_steps already "
                          "accumulates (with the big batch's negatives)")
-    if trainer.strategy == "fsdp" and dist.world_size() > 1:
+    if trainer.parallel.sharded:
         raise ValueError("trainer.accum_steps > 1 is not supported with trainer.strategy=fsdp; use ddp")
     micro, rows = [], 0
     for _ in range(trainer.accum_steps):
-        batch = next(batches)
-        trainer._record_errors(batch)
-        inputs = {m: x.to(trainer.device, non_blocking=True) for m, x in batch["inputs"].items()}
-        valid = {m: v.to(trainer.device, non_blocking=True) for m, v in batch["valid"].items()}
+        inputs, valid, n = trainer.next_batch(batches)
         micro.append((inputs, valid))
-        rows += len(batch["ids"])
-    out = cached_loss_backward(trainer.module, micro, amp=trainer._amp, scaler=trainer.scaler)
+        rows += n
+    out = cached_loss_backward(trainer.module, micro, amp=trainer.autocast, scaler=trainer.scaler)
     if dist.world_size() > 1:
         average_gradients(trainer.params)
     sums = {"loss": out.loss}

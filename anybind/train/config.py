@@ -3,17 +3,21 @@
 ``conf/train.yaml`` starts its defaults list with ``train_schema`` (:class:`TrainConfig`), so every group file and
 every command-line override is checked against these dataclasses when the config is composed: a misspelled key
 (``trainer.max_step=10``) fails before any work starts, naming the key. The ``modality.<m>`` nodes are checked
-against :class:`ModalityConfig` right after composing (:mod:`anybind.train.modality_config`), so that
+against :class:`ModalityConfig` right after composing (:func:`typed_modalities`), so that
 ``+modality.<m>.encoder=<name>`` can add one. Only the recipe reads these objects; everything it builds takes plain
 arguments.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+log = logging.getLogger("anybind.train")
 
 
 @dataclass
@@ -149,7 +153,7 @@ class TrainConfig:
     name: str = "anybind"
     model_size: str = "tiny"  # interpolated into conf/modality/*.yaml encoder names
     # {modality: ModalityConfig}; plain nodes here so that +modality.<m>.encoder=<name> can add one
-    # (anybind.train.modality_config.typed_modalities checks each against ModalityConfig)
+    # (typed_modalities checks each against ModalityConfig)
     modality: dict[str, Any] = field(default_factory=dict)
     anchor: str = "image"
     pairs: list[PairConfig] = field(default_factory=list)  # empty: the anchor with every other modality
@@ -171,3 +175,44 @@ def register_configs() -> None:
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+
+
+def validate_config(cfg: Any) -> DictConfig:
+    """Any training config (DictConfig, dict or :class:`TrainConfig`) checked against the schema, with the modality
+    nodes that name no encoder dropped.
+
+    Hydra already checks every key while composing, except keys added with ``+key=value`` (Hydra opens the
+    struct for those); merging into a fresh schema catches them too, naming the key.
+    """
+    if isinstance(cfg, DictConfig):  # a plain copy: merging two typed configs would carry the extra keys over
+        cfg = OmegaConf.to_container(cfg, resolve=False)
+    cfg = typed_modalities(OmegaConf.merge(OmegaConf.structured(TrainConfig), cfg))
+    for m in list(cfg.modality):
+        # An experiment may give kwargs for a modality that this run does not select (experiment=world
+        # modality=[image,audio] leaves video.kwargs behind): such a node has no encoder and is not trained.
+        if OmegaConf.is_missing(cfg.modality[m], "encoder"):
+            log.info("modality.%s has settings but is not selected (modality=[...]); it is not trained", m)
+            del cfg.modality[m]
+    return cfg
+
+
+MODALITY_KEYS = ("encoder", "kwargs", "tune", "augment")
+
+
+def typed_modalities(cfg: DictConfig) -> DictConfig:
+    """Check each ``cfg.modality.<m>`` against :class:`ModalityConfig` in place (interpolations kept); returns
+    ``cfg``. Raises ``ValueError`` naming ``modality.<m>.<key>`` for a node the schema refuses."""
+    for m in list(cfg.modality):
+        node = cfg.modality._get_node(m)
+        if not isinstance(node, DictConfig):
+            raise ValueError(f"modality.{m} must be a mapping with {', '.join(MODALITY_KEYS)}, got {node!r}; "
+                             f"use modality.{m}.encoder=<name> (or +modality.{m}.encoder=<name> to add it)")
+        try:
+            typed = OmegaConf.merge(OmegaConf.structured(ModalityConfig), node)
+        except OmegaConfBaseException as exc:
+            key = getattr(exc, "full_key", "") or ""
+            problem = str(exc).splitlines()[0]
+            raise ValueError(f"modality.{m}{'.' + key if key else ''}: {problem} (a modality node holds "
+                             f"{', '.join(MODALITY_KEYS)}; see conf/modality/image.yaml)") from None
+        cfg.modality[m] = typed
+    return cfg

@@ -8,7 +8,7 @@ points learning to land next to it) is the case it was made for.
 
 The preloaded tensors of such a modality are replaced in the dataset's cache by their ``(D,)`` embeddings
 (:meth:`~anybind.data.dataset.ManifestDataset.use_embeddings`), batches carry ``(n, D)`` rows for it, and
-:class:`~anybind.train.trainer.TrainModule` passes those rows to the loss as they are (its ``precomputed``
+:class:`~anybind.train.module.TrainModule` passes those rows to the loss as they are (its ``precomputed``
 modalities). Only modalities a trained pair uses are cached; a frozen tower outside every pair is never run at all.
 """
 

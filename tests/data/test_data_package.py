@@ -155,9 +155,12 @@ def test_anybind_embed_folders_refuse_symlinks_out_with_root_only(tree):
 def test_the_data_config_has_root_only_off_by_default():
     from omegaconf import OmegaConf
 
+    from anybind.train.recipe import compose_train_config
+
     conf = Path(anybind.__file__).parents[1] / "conf"
-    for name in ("data/manifest.yaml", "data/world.yaml", "embed.yaml"):
+    for name in ("data/manifest.yaml", "embed.yaml"):
         assert OmegaConf.load(conf / name).root_only is False, name
+    assert compose_train_config(["data=world"]).data.root_only is False  # world composes data/manifest.yaml
 
 
 # ---------------------------------------------------------------------------------------------- named errors

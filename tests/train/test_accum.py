@@ -9,7 +9,7 @@ import anybind
 from anybind.data.dataset import ManifestDataset
 from anybind.data.manifest import load_manifest
 from anybind.losses import ContrastiveLoss
-from anybind.train.accum import cached_loss_backward, embed_rows
+from anybind.train.accum import cached_loss_backward
 from anybind.train.recipe import compose_train_config, run
 from anybind.train.trainer import TrainModule
 
@@ -65,7 +65,7 @@ def test_dropout_masks_replay_in_the_second_forward(batches):
     _, small = batches
     ref = _module(drop_path=0.5)
     torch.manual_seed(123)
-    feats = [embed_rows(ref, *_micro(b)) for b in small]  # one forward with grad, same RNG stream
+    feats = [ref.embed_rows(*_micro(b)) for b in small]  # one forward with grad, same RNG stream
     cat = {m: torch.cat([f[m] for f in feats]) for m in feats[0]}
     valid = {m: torch.cat([b["valid"][m] for b in small]) for m in feats[0]}
     ref.loss(cat, valid).loss.backward()
