@@ -190,9 +190,9 @@ def prepare_module(cfg: DictConfig, module: "TrainModule", world: int) -> None:
     if t.grad_checkpointing:
         model.set_grad_checkpointing(True)
     if t.channels_last:
-        from .memory_format import conv_kernels_channels_last
+        from .memory_format import channels_last_towers
 
-        conv_kernels_channels_last(model)
+        channels_last_towers(model, t.channels_last)
     if t.strategy == "fsdp" and world > 1:
         from .parallel import shard_towers
 

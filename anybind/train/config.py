@@ -120,7 +120,7 @@ class TrainerConfig:
     strategy: str = "ddp"  # ddp | fsdp (torchrun only)
     compile: bool = False
     grad_checkpointing: bool = False
-    channels_last: bool = False  # Conv2d kernels stored NHWC (anybind/train/memory_format.py)
+    channels_last: Any = False  # true, or a list of modalities: their Conv2d kernels stored NHWC (train/memory_format.py)
     cache_frozen: bool = False  # embed the preloaded inputs of frozen towers once (anybind/train/frozen_cache.py)
     seed: int = 0
     deterministic: bool = False

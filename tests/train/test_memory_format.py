@@ -34,3 +34,22 @@ def test_channels_last_run_trains_and_saves_plain_weights(tmp_path):
     model = anybind.load(result.checkpoint_path)
     w = model.encoders["image"].stem.proj[0].weight
     assert w.is_contiguous() and torch.isfinite(w).all()
+
+
+def test_channels_last_takes_a_list_of_towers(tmp_path):
+    manifest = make_tiny_dataset(tmp_path / "data", n=8, modalities=("image", "audio"), val_every=4)
+    over = [f"data.manifest={manifest}", "debug=smoke", "modality=[image,audio]", "eval.enabled=false",
+            "+modality.image.kwargs.conv_stem=[8,16,32]", "+modality.audio.kwargs.conv_stem=[8,16,32,64]",
+            "trainer.channels_last=[image]", "trainer.max_steps=1"]
+    s = build_run(compose_train_config(over))
+    layout = {m: [c.weight.is_contiguous(memory_format=torch.channels_last) and not c.weight.is_contiguous()
+                  for c in s.model.encoders[m].modules() if isinstance(c, torch.nn.Conv2d) and c.kernel_size == (3, 3)]
+              for m in ("image", "audio")}
+    assert layout["image"] and all(layout["image"]) and not any(layout["audio"])
+    bad = [o if not o.startswith("trainer.channels_last") else "trainer.channels_last=[video]" for o in over]
+    try:
+        build_run(compose_train_config(bad))
+    except ValueError as exc:
+        assert "trainer.channels_last=['video']" in str(exc) and "no video tower" in str(exc)
+    else:
+        raise AssertionError("a tower the run lacks must be refused")
