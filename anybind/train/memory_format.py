@@ -28,7 +28,7 @@ def channels_last_towers(model: nn.Module, which) -> int:
     listed; returns how many kernels changed. A listed modality the model lacks is an error naming it."""
     if which is True:
         return conv_kernels_channels_last(model)
-    names = [str(m) for m in which]
+    names = [which] if isinstance(which, str) else [str(m) for m in which]  # channels_last=image: one tower
     missing = [m for m in names if m not in model.encoders]
     if missing:
         raise ValueError(f"trainer.channels_last={names}: this run has no {', '.join(missing)} tower "

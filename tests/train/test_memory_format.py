@@ -53,3 +53,12 @@ def test_channels_last_takes_a_list_of_towers(tmp_path):
         assert "trainer.channels_last=['video']" in str(exc) and "no video tower" in str(exc)
     else:
         raise AssertionError("a tower the run lacks must be refused")
+
+
+def test_channels_last_takes_one_tower_by_name():
+    from anybind.train.memory_format import channels_last_towers
+
+    model = anybind.create_model({"image": {"name": "image_vit_test", "conv_stem": [8, 16, 32]},
+                                  "audio": {"name": "audio_vit_test"}})
+    assert channels_last_towers(model, "image") == 4
+    assert channels_last_towers(model, ["image"]) == 4  # a list names the same tower

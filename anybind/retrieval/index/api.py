@@ -16,7 +16,7 @@ from ..store import EmbeddingStore
 from . import backend, storage
 from .disk import ArraySource, ShardSource, build_disk_part
 from .parts import Part
-from .parts import build_part as build_memory_part
+from .parts import build_memory_part
 from .policy import IndexParams, resolve_kind
 from .rows import LAZY_BYTES, RowMetadata
 

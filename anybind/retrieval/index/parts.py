@@ -1,6 +1,6 @@
 """One modality's vectors as a searchable part: the faiss (or PyTorch) index, its row numbers, its settings.
 
-:func:`build_part` builds the in-memory kinds (``flat``, ``hnsw``, ``ivfpq``) from an array;
+:func:`build_memory_part` builds the in-memory kinds (``flat``, ``hnsw``, ``ivfpq``) from an array;
 :mod:`.disk` builds ``ivfpq_disk`` from a stream of chunks. Both end in a :class:`Part`, whose ``search`` maps
 the positions inside the part back to the index's global rows.
 """
@@ -117,7 +117,8 @@ def pq_bits(n: int) -> int:
     return 8 if n >= 256 * 39 else max(4, min(8, int(math.log2(max(16, n // 39)))))
 
 
-def build_part(modality: str, vectors: np.ndarray, rows: np.ndarray, kind: str, refine: bool, params: IndexParams) -> Part:
+def build_memory_part(modality: str, vectors: np.ndarray, rows: np.ndarray, kind: str, refine: bool,
+                      params: IndexParams) -> Part:
     """A part of an in-memory kind over ``vectors`` (unit float32), tuned unless its knob is fixed."""
     faiss = backend.import_faiss()
     n, d = vectors.shape
