@@ -9,7 +9,11 @@ evaluation, never by ``model.embed``). Every one is off unless configured::
   ``flip: 0.5`` horizontal-flip probability.
 * audio (log-mel clips ``(..., mel, frames)`` normalised by the contract's mean / std): ``gain_db: 6`` a random gain
   in [-6, +6] dB (an offset of the log energies), ``time_shift: 0.1`` a circular shift of up to 10% of the frames,
-  SpecAugment ``freq_masks`` x ``freq_width`` and ``time_masks`` x ``time_width`` (masked cells take the mean: 0).
+  SpecAugment ``freq_masks`` x ``freq_width`` and ``time_masks`` x ``time_width`` (masked cells take the mean: 0),
+  ``freq_warp: [0.88, 1.12]`` a random stretch of the mel axis about its lowest bin (a pitch / vocal-tract-length
+  perturbation: a factor of 1.1 moves every band 10% higher on the mel axis; bins warped in from beyond the top repeat
+  the top bin), ``time_stretch: [0.85, 1.15]`` a random speed change (a factor of 1.1 plays 10% faster; frames
+  beyond the end take each band's quietest level in the clip, its background).
 * points ``(N, 3 | 6)``: ``rotate: true`` a random rotation about the gravity axis (``up_axis``, default 1 = y),
   ``scale: [0.8, 1.25]`` anisotropic scaling, ``jitter: 0.01`` Gaussian noise (clipped at 5 sigma), ``dropout: 0.2``
   the largest fraction of points replaced by the first point (the shape keeps its size).
@@ -34,7 +38,8 @@ Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 KEYS = {
     "image": {"crop_scale", "crop_ratio", "flip"},
     "video": {"crop_scale", "crop_ratio", "flip"},
-    "audio": {"gain_db", "time_shift", "freq_masks", "freq_width", "time_masks", "time_width"},
+    "audio": {"gain_db", "time_shift", "freq_masks", "freq_width", "time_masks", "time_width", "freq_warp",
+              "time_stretch"},
     "points": {"rotate", "up_axis", "scale", "jitter", "dropout"},
 }
 
@@ -86,8 +91,28 @@ def image_augment(p: Mapping[str, Any]) -> Augment:
 
 
 # ------------------------------------------------------------------------------------------------ audio
+def resample_axis(x: torch.Tensor, dim: int, factor: float, fill: float | torch.Tensor | None = None) -> torch.Tensor:
+    """``x`` resampled along ``dim`` so that output position ``i`` reads input position ``i * factor`` (linear
+    interpolation). Positions past the end take ``fill`` (a number, or a tensor broadcast against ``x``), or repeat
+    the last entry when ``fill`` is None."""
+    n = x.shape[dim]
+    src = torch.arange(n, dtype=torch.float32) * factor
+    past = src > n - 1
+    src = src.clamp(max=n - 1)
+    lo = src.floor().long()
+    hi = (lo + 1).clamp(max=n - 1)
+    shape = [1] * x.ndim
+    shape[dim] = n
+    frac = (src - lo).view(shape).to(x.dtype)
+    out = x.index_select(dim, lo) * (1 - frac) + x.index_select(dim, hi) * frac
+    if fill is not None and bool(past.any()):
+        out = torch.where(past.view(shape), torch.as_tensor(fill, dtype=x.dtype), out)
+    return out
+
+
 def audio_augment(p: Mapping[str, Any], contract: Mapping[str, Any]) -> Augment:
     std = float(contract.get("std", AUDIO_STD))
+    warp, stretch = p.get("freq_warp"), p.get("time_stretch")
     gain, shift = float(p.get("gain_db", 0.0)), float(p.get("time_shift", 0.0))
     fm, fw = int(p.get("freq_masks", 0)), int(p.get("freq_width", 0))
     tm, tw = int(p.get("time_masks", 0)), int(p.get("time_width", 0))
@@ -95,6 +120,10 @@ def audio_augment(p: Mapping[str, Any], contract: Mapping[str, Any]) -> Augment:
     def fn(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         x = x.clone()
         mel, frames = x.shape[-2:]
+        if warp:  # output bin i reads bin i / a: a > 1 moves the spectrum up
+            x = resample_axis(x, x.ndim - 2, 1.0 / _u(g, *warp))
+        if stretch:  # output frame j reads frame j * b: b > 1 plays faster
+            x = resample_axis(x, x.ndim - 1, _u(g, *stretch), fill=x.amin(dim=-1, keepdim=True))
         if gain:  # power x 10^(dB/10): log energies move by dB * ln(10) / 10, in units of the contract's std
             x += _u(g, -gain, gain) * math.log(10) / 10 / std
         if shift:

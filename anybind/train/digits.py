@@ -177,9 +177,11 @@ def run_digits(data_dir: str | Path, out_dir: str | Path, *, fsdd: str | Path | 
                mnist: str | Path | None = None, anchor_overrides: Sequence[str] = (),
                bind_overrides: Sequence[str] = (), prompt: str = PROMPT, text_tower: str = "scratch",
                minilm: str | Path | None = None, heldout_speakers: Sequence[str] | None = None,
-               prepare: dict[str, Any] | None = None) -> dict[str, Any]:
+               prepare: dict[str, Any] | None = None, anchor_checkpoint: str | Path | None = None) -> dict[str, Any]:
     """Prepare (when needed), train both stages, evaluate; returns the metrics written to ``OUT/metrics.json``.
 
+    ``anchor_checkpoint`` (a checkpoint of the anchor stage, e.g. ``OUT/anchor/checkpoints/last``) skips the anchor
+    stage: it does not depend on the held-out speakers, so runs that differ only in the audio side can share one.
     ``heldout_speakers`` and ``prepare`` (other :class:`~anybind.data.digits.DigitsParams` fields) say how the data
     must be prepared (:func:`prepare_data`): a folder prepared otherwise is prepared again, never silently reused. ``text_tower="minilm"`` uses the frozen pretrained MiniLM folder
     ``minilm`` (default ``../shared/models/all-MiniLM-L6-v2``) as the text side (experiments
@@ -203,13 +205,18 @@ def run_digits(data_dir: str | Path, out_dir: str | Path, *, fsdd: str | Path | 
         folder = Path(minilm or default_data_dir().parent / "models" / "all-MiniLM-L6-v2").resolve()
         text_kw = [f"modality.text.kwargs.path={folder}"]
 
-    with clock("anchor"):
-        anchor = run_stage(anchor_exp, out / "anchor", [f"data.manifest={data / 'image_text.jsonl'}",
-                                                        f"eval.prompt='{prompt}'", *text_kw, *anchor_overrides])
+    if anchor_checkpoint is None:
+        with clock("anchor"):
+            anchor = run_stage(anchor_exp, out / "anchor", [f"data.manifest={data / 'image_text.jsonl'}",
+                                                            f"eval.prompt='{prompt}'", *text_kw, *anchor_overrides])
+        anchor_checkpoint, anchor_dir = anchor.checkpoint_path, str(anchor.run_dir)
+    else:
+        anchor_checkpoint = Path(anchor_checkpoint).resolve()
+        anchor_dir = str(anchor_checkpoint)
 
     with clock("bind"):
         bind = run_stage(bind_exp, out / "bind",
-                         [f"init_from={anchor.checkpoint_path}", f"data.manifest={data / 'audio_image.jsonl'}",
+                         [f"init_from={anchor_checkpoint}", f"data.manifest={data / 'audio_image.jsonl'}",
                           f"eval.manifest={data / 'eval_test.jsonl'}", f"eval.prompt='{prompt}'", *text_kw,
                           *bind_overrides])
 
@@ -236,7 +243,7 @@ def run_digits(data_dir: str | Path, out_dir: str | Path, *, fsdd: str | Path | 
         plot_confusion(confusions, out / "confusion_audio.png")
         plot_retrieval_heatmap(metrics, out / "retrieval_R@1.png")
     metrics["timing"] = clock.report()
-    metrics["runs"] = {"anchor": str(anchor.run_dir), "bind": str(bind.run_dir)}
+    metrics["runs"] = {"anchor": anchor_dir, "bind": str(bind.run_dir)}
     write_metrics(out, metrics)
     return metrics
 

@@ -58,6 +58,32 @@ def test_audio_gain_shift_and_masks():
     assert any(torch.equal(s, x.roll(k, -1)) for k in range(-10, 11))
 
 
+def test_audio_freq_warp_and_time_stretch():
+    from anybind.data.augment import resample_axis
+
+    x = torch.randn(2, 1, 16, 40)
+    assert torch.allclose(resample_axis(x, 2, 1.0), x)
+    half = resample_axis(x, 3, 2.0, fill=7.0)  # twice as fast: frame j reads frame 2j, the second half is padding
+    assert torch.allclose(half[..., :20], x[..., 0::2]) and (half[..., 20:] == 7.0).all()
+    slow = resample_axis(x, 3, 0.5)  # half speed: frame 2j is frame j, odd frames interpolate
+    assert torch.allclose(slow[..., 0::2], x[..., :20]) and torch.allclose(slow[..., 1:39:2], (x[..., :19] + x[..., 1:20]) / 2)
+    up = resample_axis(x, 2, 0.5)  # the spectrum moved up: bin 2i holds bin i
+    assert torch.allclose(up[..., 0::2, :], x[..., :8, :])
+    down = resample_axis(x, 2, 2.0)  # moved down: the top half repeats the top bin
+    assert torch.allclose(down[..., :8, :], x[..., 0::2, :])
+    assert torch.allclose(down[..., 8:, :], x[..., 15:, :].expand(2, 1, 8, 40))
+
+    contract = {"mean": -4.0, "std": 4.0}
+    w = make_augment("audio", {"freq_warp": [1.2, 1.2]}, contract)(x, g())
+    assert torch.allclose(w, resample_axis(x, 2, 1 / 1.2))
+    s = make_augment("audio", {"time_stretch": [1.25, 1.25]}, contract)(x, g())
+    quiet = x.amin(dim=-1, keepdim=True)  # past the end: each band's quietest frame
+    assert torch.allclose(s, resample_axis(x, 3, 1.25, fill=quiet)) and torch.equal(s[..., -1:], quiet)
+    both = make_augment("audio", {"freq_warp": [0.9, 1.1], "time_stretch": [0.9, 1.1]}, contract)
+    assert torch.equal(both(x, g(5)), both(x, g(5))) and not torch.equal(both(x, g(5)), both(x, g(6)))
+    assert not torch.allclose(both(x, g(5)), x)
+
+
 def test_points_rotate_scale_jitter_dropout():
     x = torch.randn(64, 6)
     r = make_augment("points", {"rotate": True})(x, g())
