@@ -13,7 +13,10 @@ evaluation, never by ``model.embed``). Every one is off unless configured::
   ``freq_warp: [0.88, 1.12]`` a random stretch of the mel axis about its lowest bin (a pitch / vocal-tract-length
   perturbation: a factor of 1.1 moves every band 10% higher on the mel axis; bins warped in from beyond the top repeat
   the top bin), ``time_stretch: [0.85, 1.15]`` a random speed change (a factor of 1.1 plays 10% faster; frames
-  beyond the end take each band's quietest level in the clip, its background).
+  beyond the end take each band's quietest level in the clip, its background), ``level_db: 20`` a random recording
+  level in [-20, +20] dB applied as a quieter or louder recording would get it: the fbank's floor (digital silence)
+  and the frames padded to the clip's length stay as they are, and no cell goes below the floor. ``gain_db`` instead
+  moves every cell, floor included.
 * points ``(N, 3 | 6)``: ``rotate: true`` a random rotation about the gravity axis (``up_axis``, default 1 = y),
   ``scale: [0.8, 1.25]`` anisotropic scaling, ``jitter: 0.01`` Gaussian noise (clipped at 5 sigma), ``dropout: 0.2``
   the largest fraction of points replaced by the first point (the shape keeps its size).
@@ -31,7 +34,7 @@ from typing import Any, Callable, Mapping
 import torch
 import torch.nn.functional as F
 
-from ..constants import AUDIO_STD
+from ..constants import AUDIO_MEAN, AUDIO_STD
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -39,7 +42,7 @@ KEYS = {
     "image": {"crop_scale", "crop_ratio", "flip"},
     "video": {"crop_scale", "crop_ratio", "flip"},
     "audio": {"gain_db", "time_shift", "freq_masks", "freq_width", "time_masks", "time_width", "freq_warp",
-              "time_stretch"},
+              "time_stretch", "level_db"},
     "points": {"rotate", "up_axis", "scale", "jitter", "dropout"},
 }
 
@@ -112,7 +115,10 @@ def resample_axis(x: torch.Tensor, dim: int, factor: float, fill: float | torch.
 
 def audio_augment(p: Mapping[str, Any], contract: Mapping[str, Any]) -> Augment:
     std = float(contract.get("std", AUDIO_STD))
-    warp, stretch = p.get("freq_warp"), p.get("time_stretch")
+    warp, stretch, level = p.get("freq_warp"), p.get("time_stretch"), float(p.get("level_db", 0.0))
+    mean = float(contract.get("mean", AUDIO_MEAN))
+    floor = (math.log(torch.finfo(torch.float32).eps) - mean) / std  # log(eps): the fbank of digital silence
+    padded = -mean / std  # a frame padded with zeros to target_length
     gain, shift = float(p.get("gain_db", 0.0)), float(p.get("time_shift", 0.0))
     fm, fw = int(p.get("freq_masks", 0)), int(p.get("freq_width", 0))
     tm, tw = int(p.get("time_masks", 0)), int(p.get("time_width", 0))
@@ -120,6 +126,11 @@ def audio_augment(p: Mapping[str, Any], contract: Mapping[str, Any]) -> Augment:
     def fn(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         x = x.clone()
         mel, frames = x.shape[-2:]
+        if level:
+            pad = (x - padded).abs().amax(dim=-2, keepdim=True) < 1e-6  # whole padded frames
+            signal = (x > floor + 1e-4) & ~pad
+            moved = (x + _u(g, -level, level) * math.log(10) / 10 / std).clamp(min=floor)
+            x = torch.where(signal, moved, x)
         if warp:  # output bin i reads bin i / a: a > 1 moves the spectrum up
             x = resample_axis(x, x.ndim - 2, 1.0 / _u(g, *warp))
         if stretch:  # output frame j reads frame j * b: b > 1 plays faster

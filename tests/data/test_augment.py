@@ -84,6 +84,26 @@ def test_audio_freq_warp_and_time_stretch():
     assert not torch.allclose(both(x, g(5)), x)
 
 
+def test_audio_level_keeps_silence_and_padding():
+    from anybind.data.transforms.audio import LogMelTransform
+
+    t = LogMelTransform(sample_rate=8000, num_mel_bins=32, target_length=110, clip_duration=1.0, clips=1)
+    wave = torch.zeros(8000)
+    wave[2000:5000] = 0.1 * torch.sin(torch.arange(3000) * 0.3)  # a tone between two stretches of digital silence
+    x = t(wave)
+    contract = {"mean": t.mean, "std": t.std}
+    loud = wave * 10 ** (6 / 20)  # the same recording 6 dB louder, through the transform
+    aug = make_augment("audio", {"level_db": 6}, contract)
+    for seed in range(40):  # a draw near +6 dB gives (almost) the louder recording's spectrogram
+        y = aug(x, g(seed))
+        silent = x <= (math.log(torch.finfo(torch.float32).eps) - t.mean) / t.std + 1e-4
+        assert torch.equal(y[silent], x[silent]) and torch.equal(y[..., 98:], x[..., 98:])  # floor and padding kept
+    above = ~silent
+    above[..., 98:] = False  # cells above the floor, outside the padding: a louder recording moves them by the same log-energy offset
+    best = min((aug(x, g(s)) - t(loud))[above].abs().amax().item() for s in range(200))
+    assert best < 0.01 and (t(loud) - x)[above].abs().amin().item() > 0.1
+
+
 def test_points_rotate_scale_jitter_dropout():
     x = torch.randn(64, 6)
     r = make_augment("points", {"rotate": True})(x, g())
