@@ -13,9 +13,10 @@ import time
 from typing import Sequence
 
 import numpy as np
+import torch
 
 from ..data.dataset import ItemDataset
-from ..embedding import encode_batches, make_loader
+from ..embedding import ThreadChooser, encode_batches, make_loader
 from ..errors import CheckpointError
 from .collection import rows_digest, source_name
 from .store import load_shard
@@ -85,7 +86,8 @@ def embed_shards(model, m, shards, writer: StoreWriter, summary: EmbedSummary, b
     encoder, device = model.encoders[m], model.device
     loader = make_loader(ds, collate_fn=ds.collate, batch_sampler=batches, num_workers=num_workers, device=device)
     tagged = (((idx, errs, seconds), batch) for idx, batch, errs, seconds in loader)
-    it = encode_batches(encoder, tagged, device=device, autocast=precision, timing=summary.timing)
+    chooser = ThreadChooser(torch.get_num_threads()) if device.type == "cpu" and torch.get_num_threads() > 1 else None
+    it = encode_batches(encoder, tagged, device=device, autocast=precision, timing=summary.timing, threads=chooser)
     for (name, _, shard_rows, digest, start), (lo, hi) in zip(shards, bounds):
         vecs = np.empty((hi - lo, model.embed_dim), dtype=np.float32)
         ok = np.zeros(hi - lo, dtype=bool)

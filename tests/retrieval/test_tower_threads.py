@@ -1,0 +1,89 @@
+"""The embedding loop measures the tower on one thread and on all it may use, and runs the faster; the vectors do
+not depend on the choice, and anybind-embed leaves the process's thread count as it found it."""
+
+import numpy as np
+import torch
+from torch import nn
+
+from anybind.embedding import ThreadChooser, encode_batches
+
+
+def _drive(chooser, seconds_per_item, batches, items=10):
+    used = []
+    for _ in range(batches):
+        n = chooser.next()
+        used.append(n)
+        chooser.record(n, seconds_per_item[n] * items, items)
+    return used
+
+
+def test_the_faster_setting_runs_after_the_trials():
+    chooser = ThreadChooser(2, trials=2, probe_every=8)
+    used = _drive(chooser, {1: 0.001, 2: 0.02}, 40)
+    assert used[:5] == [2, 2, 1, 2, 1]  # warm-up, then each setting twice
+    assert chooser.best == 1
+    later = used[5:]
+    assert later.count(1) > 30 and 0 < later.count(2) <= 5  # only the periodic probes run on two threads
+
+
+def test_a_change_of_load_changes_the_choice():
+    chooser = ThreadChooser(2, trials=2, probe_every=4)
+    _drive(chooser, {1: 0.01, 2: 0.004}, 12)
+    assert chooser.best == 2
+    _drive(chooser, {1: 0.01, 2: 0.05}, 40)  # the cores became busy: two threads now lose
+    assert chooser.best == 1
+
+
+def test_one_thread_only_has_nothing_to_choose():
+    chooser = ThreadChooser(1)
+    assert chooser.candidates == (1,)
+    assert set(_drive(chooser, {1: 0.01}, 10)) == {1}
+
+
+class _Recorder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(8, 4)
+        self.threads = []
+
+    def forward(self, x):
+        self.threads.append(torch.get_num_threads())
+        return self.lin(x)
+
+
+def test_encode_batches_runs_each_batch_on_the_chosen_threads():
+    before = torch.get_num_threads()
+    torch.manual_seed(0)
+    tower = _Recorder().eval()
+    xs = [torch.randn(5, 8) for _ in range(8)]
+    try:
+        chooser = ThreadChooser(2, trials=1, probe_every=100)
+        out = [z for _, z in encode_batches(tower, ((i, x) for i, x in enumerate(xs)), device=torch.device("cpu"),
+                                            threads=chooser)]
+        assert tower.threads[:3] == [2, 2, 1]
+        assert set(tower.threads[3:]) == {chooser.best}
+        torch.set_num_threads(before)
+        plain = [z for _, z in encode_batches(tower, ((i, x) for i, x in enumerate(xs)), device=torch.device("cpu"))]
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(out, plain):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    assert chooser.batches == len(xs)
+
+
+def test_embed_to_store_restores_the_thread_count(tmp_path):
+    import anybind
+    from anybind.retrieval import embed_to_store
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        model = anybind.create_model({"text": "text_transformer_test"})
+        texts = [f"caption number {i}" for i in range(40)]
+        summary = embed_to_store(model, texts, tmp_path / "store", modality="text", batch_size=4, progress=False)
+        assert torch.get_num_threads() == 2
+        assert len(summary.store) == 40
+        ref = model.embed({"text": texts})["text"]
+        torch.testing.assert_close(torch.from_numpy(np.asarray(summary.store.vectors())), ref, atol=1e-5, rtol=0)
+    finally:
+        torch.set_num_threads(before)
