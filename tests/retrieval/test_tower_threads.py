@@ -87,3 +87,26 @@ def test_embed_to_store_restores_the_thread_count(tmp_path):
         torch.testing.assert_close(torch.from_numpy(np.asarray(summary.store.vectors())), ref, atol=1e-5, rtol=0)
     finally:
         torch.set_num_threads(before)
+
+
+def test_texts_are_batched_by_length_within_windows_and_the_store_keeps_input_order(tmp_path):
+    import anybind
+    from anybind.retrieval import embed_to_store
+    from anybind.retrieval.shards import plan_batches
+
+    texts = [("word " * (i * 7 % 13 + 1)).strip() for i in range(50)]
+    batches, safe = plan_batches(texts, 0, 50, 4, by_length=True, window=3)
+    assert sorted(i for b in batches for i in b) == list(range(50))
+    assert safe == {12, 24, 36, 48, 50}
+    first_window = [i for b in batches[:3] for i in b]
+    assert sorted(first_window) == list(range(12))
+    assert [len(texts[i]) for i in first_window] == sorted(len(texts[i]) for i in range(12))
+    paths = [f"/x/{i}.png" for i in range(10)]
+    in_order, every = plan_batches(paths, 0, 10, 4)
+    assert in_order == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]] and every == {4, 8, 10}
+
+    model = anybind.create_model({"text": "text_transformer_test"})
+    store = embed_to_store(model, texts, tmp_path / "store", modality="text", batch_size=4, progress=False).store
+    assert [r["source"] for r in store.metadata()] == texts
+    ref = model.embed({"text": texts}, batch_size=50)["text"]
+    torch.testing.assert_close(torch.from_numpy(np.asarray(store.vectors())), ref, atol=1e-5, rtol=0)
