@@ -5,8 +5,8 @@ Every path that embeds runs its towers through :func:`encode_batches`: ``model.e
 (:mod:`anybind.retrieval.shards`) and the search service. It reads through DataLoader workers (:func:`make_loader`),
 runs the tower under ``torch.inference_mode`` and, when asked, bfloat16 or float16 autocast
 (:func:`autocast_context`; :func:`resolve_precision` picks it for the hardware), and L2-normalizes in float32.
-:func:`auto_workers` sizes the workers to the machine. Without autocast (the default) the vectors are exactly
-those of a float32 forward.
+:func:`auto_workers` sizes the workers to the machine and :class:`ThreadChooser` the tower's intra-op threads, by
+measuring. Without autocast (the default) the vectors are exactly those of a float32 forward.
 """
 
 from __future__ import annotations
