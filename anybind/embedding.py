@@ -128,7 +128,8 @@ class ThreadChooser:
     audio tower on 2 busy cores: 4,200 items/s on one thread, 150 on two; docs/benchmarks.md). So each setting
     runs ``trials`` batches first (alternating, after one warm-up batch), then the faster one runs, and every
     ``probe_every`` batches the other runs once more, because the load on the machine changes. The speed of a
-    setting is the median seconds per item of its last three batches. Threads only split the work; the vectors
+    setting is the median seconds per unit of work of its last three batches (:func:`batch_work`: batches of texts
+    ordered by length differ in size). Threads only split the work; the vectors
     are those of a float32 forward either way.
     """
 
@@ -139,7 +140,7 @@ class ThreadChooser:
         self.batches = 0
 
     def speed(self, threads: int) -> float:
-        """Median seconds per item of the last three batches on ``threads`` (inf before any)."""
+        """Median seconds per unit of work of the last three batches on ``threads`` (inf before any)."""
         last = sorted(self.seen[threads][-3:])
         return last[len(last) // 2] if last else float("inf")
 
@@ -158,10 +159,16 @@ class ThreadChooser:
             return next(c for c in self.candidates if c != self.best)
         return self.best
 
-    def record(self, threads: int, seconds: float, items: int) -> None:
-        if self.batches > 0 and items > 0:
-            self.seen[threads].append(seconds / items)
+    def record(self, threads: int, seconds: float, work: float) -> None:
+        if self.batches > 0 and work > 0:
+            self.seen[threads].append(seconds / work)
         self.batches += 1
+
+
+def batch_work(x: torch.Tensor) -> int:
+    """How much a tower has to do for batch ``x``: its elements, or for integer token ids (padded with 0) the
+    tokens that are not padding."""
+    return int(torch.count_nonzero(x)) if not (x.is_floating_point() or x.is_complex()) else x.numel()
 
 
 def encode_batches(encoder: nn.Module, batches: Iterable[tuple[Any, torch.Tensor | None]], *,
@@ -190,7 +197,7 @@ def encode_batches(encoder: nn.Module, batches: Iterable[tuple[Any, torch.Tensor
             z = torch.nn.functional.normalize(z.float(), dim=-1).cpu()
         seconds = time.perf_counter() - t
         if threads is not None:
-            threads.record(n, seconds, len(z))
+            threads.record(n, seconds, batch_work(x))
         if timing is not None:
             timing["tower"] = timing.get("tower", 0.0) + seconds
         yield tag, z
