@@ -126,8 +126,9 @@ class ThreadChooser:
     A tiny tower's many small operations gain little from a second thread, and on a machine whose cores are busy
     with other work a multi-threaded region waits for whichever thread the scheduler left off its core (a 5-token
     audio tower on 2 busy cores: 4,200 items/s on one thread, 150 on two; docs/benchmarks.md). So each setting
-    runs ``trials`` batches first (alternating, after one warm-up batch), then the faster one runs, and every
-    ``probe_every`` batches the other runs once more, because the load on the machine changes. The speed of a
+    runs ``trials`` batches first (alternating, after one warm-up batch), then the faster one runs, and after
+    ``probe_every`` batches the other runs once more, because the load on the machine changes; each probe that
+    loses doubles the wait before the next (at most ``16 * probe_every``), so a setting that stalls costs little. The speed of a
     setting is the median seconds per unit of work of its last three batches (:func:`batch_work`: batches of texts
     ordered by length differ in size). Threads only split the work; the vectors
     are those of a float32 forward either way.
@@ -138,6 +139,7 @@ class ThreadChooser:
         self.trials, self.probe_every = trials, probe_every
         self.seen: dict[int, list[float]] = {c: [] for c in self.candidates}
         self.batches = 0
+        self.wait, self.next_probe = probe_every, None  # batches before the next probe; its batch number
 
     def speed(self, threads: int) -> float:
         """Median seconds per unit of work of the last three batches on ``threads`` (inf before any)."""
@@ -155,13 +157,18 @@ class ThreadChooser:
             return self.candidates[0]
         if k < self.trials * len(self.candidates):
             return self.candidates[k % len(self.candidates)]
-        if len(self.candidates) > 1 and k % self.probe_every == 0:
+        if self.next_probe is None:
+            self.next_probe = self.batches + self.wait
+        if len(self.candidates) > 1 and self.batches == self.next_probe:
             return next(c for c in self.candidates if c != self.best)
         return self.best
 
     def record(self, threads: int, seconds: float, work: float) -> None:
         if self.batches > 0 and work > 0:
             self.seen[threads].append(seconds / work)
+        if self.batches == self.next_probe:  # a probe: it won (the wait starts over) or lost (the wait doubles)
+            self.wait = self.probe_every if self.best == threads else min(16 * self.probe_every, 2 * self.wait)
+            self.next_probe = self.batches + self.wait
         self.batches += 1
 
 

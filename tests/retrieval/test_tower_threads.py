@@ -24,6 +24,14 @@ def test_the_faster_setting_runs_after_the_trials():
     assert chooser.best == 1
     later = used[5:]
     assert later.count(1) > 30 and 0 < later.count(2) <= 5  # only the periodic probes run on two threads
+    probes = [i for i, n in enumerate(used) if n == 2 and i >= 5]
+    assert probes[:2] == [13, 29]  # 8 batches after the trials, then a lost probe doubles the wait
+
+
+def test_a_stalling_setting_is_probed_ever_less_often():
+    chooser = ThreadChooser(2, trials=2, probe_every=8)
+    used = _drive(chooser, {1: 0.001, 2: 0.05}, 1000)
+    assert used[5:].count(2) <= 10  # waits of 8, 16, ..., 128 batches
 
 
 def test_a_change_of_load_changes_the_choice():
