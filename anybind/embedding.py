@@ -5,8 +5,8 @@ Every path that embeds runs its towers through :func:`encode_batches`: ``model.e
 (:mod:`anybind.retrieval.shards`) and the search service. It reads through DataLoader workers (:func:`make_loader`),
 runs the tower under ``torch.inference_mode`` and, when asked, bfloat16 or float16 autocast
 (:func:`autocast_context`; :func:`resolve_precision` picks it for the hardware), and L2-normalizes in float32.
-:func:`auto_workers` sizes the workers to the machine. Without autocast (the default) the vectors are exactly
-those of a float32 forward.
+:func:`auto_workers` sizes the workers to the machine and :class:`ThreadChooser` the tower's intra-op threads, by
+measuring. Without autocast (the default) the vectors are exactly those of a float32 forward.
 """
 
 from __future__ import annotations
@@ -120,27 +120,93 @@ def make_loader(dataset: Dataset, *, collate_fn, batch_size: int | None = None, 
                       pin_memory=device is not None and device.type == "cuda", **kw)
 
 
+class ThreadChooser:
+    """The tower's intra-op threads, chosen by measuring: ``1`` or ``most`` threads, whichever embeds faster now.
+
+    A tiny tower's many small operations gain little from a second thread, and on a machine whose cores are busy
+    with other work a multi-threaded region waits for whichever thread the scheduler left off its core (a 5-token
+    audio tower on 2 busy cores: 4,200 items/s on one thread, 150 on two; docs/benchmarks.md). So each setting
+    runs ``trials`` batches first (alternating, after one warm-up batch), then the faster one runs, and after
+    ``probe_every`` batches the other runs once more, because the load on the machine changes; each probe that
+    loses doubles the wait before the next (at most ``16 * probe_every``), so a setting that stalls costs little. The speed of a
+    setting is the median seconds per unit of work of its last three batches (:func:`batch_work`: batches of texts
+    ordered by length differ in size). Threads only split the work; the vectors
+    are those of a float32 forward either way.
+    """
+
+    def __init__(self, most: int, *, trials: int = 2, probe_every: int = 32):
+        self.candidates = tuple(dict.fromkeys((max(1, int(most)), 1)))
+        self.trials, self.probe_every = trials, probe_every
+        self.seen: dict[int, list[float]] = {c: [] for c in self.candidates}
+        self.batches = 0
+        self.wait, self.next_probe = probe_every, None  # batches before the next probe; its batch number
+
+    def speed(self, threads: int) -> float:
+        """Median seconds per unit of work of the last three batches on ``threads`` (inf before any)."""
+        last = sorted(self.seen[threads][-3:])
+        return last[len(last) // 2] if last else float("inf")
+
+    @property
+    def best(self) -> int:
+        return min(self.candidates, key=self.speed)
+
+    def next(self) -> int:
+        """The thread count for the next batch."""
+        k = self.batches - 1  # batch 0 warms the tower up on the first setting and is not counted
+        if k < 0:
+            return self.candidates[0]
+        if k < self.trials * len(self.candidates):
+            return self.candidates[k % len(self.candidates)]
+        if self.next_probe is None:
+            self.next_probe = self.batches + self.wait
+        if len(self.candidates) > 1 and self.batches == self.next_probe:
+            return next(c for c in self.candidates if c != self.best)
+        return self.best
+
+    def record(self, threads: int, seconds: float, work: float) -> None:
+        if self.batches > 0 and work > 0:
+            self.seen[threads].append(seconds / work)
+        if self.batches == self.next_probe:  # a probe: it won (the wait starts over) or lost (the wait doubles)
+            self.wait = self.probe_every if self.best == threads else min(16 * self.probe_every, 2 * self.wait)
+            self.next_probe = self.batches + self.wait
+        self.batches += 1
+
+
+def batch_work(x: torch.Tensor) -> int:
+    """How much a tower has to do for batch ``x``: its elements, or for integer token ids (padded with 0) the
+    tokens that are not padding."""
+    return int(torch.count_nonzero(x)) if not (x.is_floating_point() or x.is_complex()) else x.numel()
+
+
 def encode_batches(encoder: nn.Module, batches: Iterable[tuple[Any, torch.Tensor | None]], *,
                    device: torch.device, autocast: Autocast = False,
-                   timing: dict[str, float] | None = None) -> Iterator[tuple[Any, torch.Tensor | None]]:
+                   timing: dict[str, float] | None = None,
+                   threads: ThreadChooser | None = None) -> Iterator[tuple[Any, torch.Tensor | None]]:
     """The one embedding loop: ``(tag, inputs)`` -> ``(tag, (n, D) float32 unit vectors on the CPU)``.
 
     ``tag`` is passed through (row indices, ids, error lists); ``inputs`` of ``None`` (a batch whose every item
     failed) yields ``None``. ``autocast`` (see :func:`autocast_dtype`) runs the tower under autocast on ``device``'s
     type; the vectors are normalized in float32. ``timing["tower"]`` (when given) adds up the seconds spent in the
-    tower. The caller puts the tower in eval mode.
+    tower. ``threads`` (a :class:`ThreadChooser`; CPU towers) sets the intra-op threads of every batch. The caller
+    puts the tower in eval mode.
     """
     for tag, x in batches:
         if x is None:
             yield tag, None
             continue
+        n = threads.next() if threads is not None else None
+        if n is not None:
+            torch.set_num_threads(n)
         t = time.perf_counter()
         with torch.inference_mode():
             with autocast_context(device, autocast):
                 z = encoder(x.to(device, non_blocking=True))
             z = torch.nn.functional.normalize(z.float(), dim=-1).cpu()
+        seconds = time.perf_counter() - t
+        if threads is not None:
+            threads.record(n, seconds, batch_work(x))
         if timing is not None:
-            timing["tower"] = timing.get("tower", 0.0) + time.perf_counter() - t
+            timing["tower"] = timing.get("tower", 0.0) + seconds
         yield tag, z
 
 

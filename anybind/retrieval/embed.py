@@ -117,12 +117,13 @@ def embed_to_store(
         bar = tqdm(total=len(items), initial=summary.done, desc="embed", unit="item")
     was_training = model.training
     model.eval()
-    threads = torch.get_num_threads()
+    threads = tower_threads = torch.get_num_threads()
     if workers and model.device.type == "cpu":  # the workers' cores are not the tower's
-        torch.set_num_threads(max(1, min(threads, available_cores() - workers)))
+        tower_threads = max(1, min(threads, available_cores() - workers))
     interrupted: KeyboardInterrupt | None = None
     try:
         for m in dict.fromkeys(p[1] for p in pending):
+            torch.set_num_threads(tower_threads)  # the most a tower may use; each batch's count is measured
             embed_shards(model, m, [p for p in pending if p[1] == m], writer, summary, batch_size, workers, bar,
                          flush_seconds=flush_seconds, precision=precision)
     except KeyboardInterrupt as exc:  # the current shard's rows so far were written as a part

@@ -13,9 +13,10 @@ import time
 from typing import Sequence
 
 import numpy as np
+import torch
 
 from ..data.dataset import ItemDataset
-from ..embedding import encode_batches, make_loader
+from ..embedding import ThreadChooser, encode_batches, make_loader
 from ..errors import CheckpointError
 from .collection import rows_digest, source_name
 from .store import load_shard
@@ -75,22 +76,26 @@ def embed_shards(model, m, shards, writer: StoreWriter, summary: EmbedSummary, b
     rows = [r for _, _, shard_rows, _, start in shards for r in shard_rows[start:]]
     if not rows:
         return
-    ds = ItemDataset(m, [r["source"] for r in rows], model.input_contract(m), skip_errors=True, timed=True)
-    batches, bounds, at = [], [], 0
+    sources = [r["source"] for r in rows]
+    ds = ItemDataset(m, sources, model.input_contract(m), skip_errors=True, timed=True)
+    batches, bounds, safe, at = [], [], set(), 0
     for _, _, shard_rows, _, start in shards:
         end = at + len(shard_rows) - start
-        batches += [list(range(lo, min(lo + batch_size, end))) for lo in range(at, end, batch_size)]
+        shard_batches, shard_safe = plan_batches(sources, at, end, batch_size, by_length=m == "text")
+        batches += shard_batches
+        safe |= shard_safe
         bounds.append((at, end))
         at = end
     encoder, device = model.encoders[m], model.device
     loader = make_loader(ds, collate_fn=ds.collate, batch_sampler=batches, num_workers=num_workers, device=device)
     tagged = (((idx, errs, seconds), batch) for idx, batch, errs, seconds in loader)
-    it = encode_batches(encoder, tagged, device=device, autocast=precision, timing=summary.timing)
+    chooser = ThreadChooser(torch.get_num_threads()) if device.type == "cpu" and torch.get_num_threads() > 1 else None
+    it = encode_batches(encoder, tagged, device=device, autocast=precision, timing=summary.timing, threads=chooser)
     for (name, _, shard_rows, digest, start), (lo, hi) in zip(shards, bounds):
         vecs = np.empty((hi - lo, model.embed_dim), dtype=np.float32)
         ok = np.zeros(hi - lo, dtype=bool)
         errors: list[tuple[int, dict]] = []
-        done = flushed = 0  # rows of this shard finished / already written as parts
+        done = flushed = kept = 0  # rows of this shard handled / already written as parts / all finished
         last_flush = time.monotonic()
 
         def write(upto: int, whole: bool) -> None:
@@ -123,16 +128,46 @@ def embed_shards(model, m, shards, writer: StoreWriter, summary: EmbedSummary, b
                 if z is not None:
                     vecs[idx.numpy() - lo] = z.numpy()
                     ok[idx.numpy() - lo] = True
-                done += len(idx) + len(errs)  # batches arrive in order: rows [0, done) are finished
+                done += len(idx) + len(errs)
+                if lo + done in safe:  # batches arrive in order: at a safe point rows [0, done) are finished
+                    kept = done
                 if bar is not None:
                     bar.update(len(idx) + len(errs))
-                if (flush_seconds is not None and done < hi - lo and time.monotonic() - last_flush >= flush_seconds):
+                if (flush_seconds is not None and kept == done < hi - lo
+                        and time.monotonic() - last_flush >= flush_seconds):
                     write(done, whole=False)
         except KeyboardInterrupt:
-            if done > flushed:
-                write(done, whole=False)
+            if kept > flushed:  # rows past the last safe point are embedded again by the resuming run
+                write(kept, whole=False)
             raise
         write(done, whole=(start == 0 and flushed == 0))
+
+
+SORT_WINDOW = 16  # batches of texts ordered by length together
+
+
+def plan_batches(sources: Sequence, lo: int, hi: int, batch_size: int, *, by_length: bool = False,
+                 window: int | None = None) -> tuple[list[list[int]], set[int]]:
+    """The batches of rows ``[lo, hi)`` and the *safe points*: row counts ``e`` after whose batch every row
+    below ``e`` is finished (where a part may be written).
+
+    In order by default, each batch a safe point. ``by_length`` (texts): the rows of each run of ``window``
+    batches are ordered by the length of their text, so a batch holds texts of similar length and the text tower,
+    which stops at the batch's longest text, pads less (real captions: about 1.5x faster); only the end of each
+    run is a safe point (``window``: :data:`SORT_WINDOW` batches). Rows land in the store by their index, so the
+    order of the store is unchanged; a part (a time flush, Ctrl-C) holds whole runs.
+    """
+    window = SORT_WINDOW if window is None else window
+    order = list(range(lo, hi))
+    span = batch_size * (window if by_length and all(isinstance(sources[i], str) for i in order) else 1)
+    batches, safe = [], set()
+    for w in range(lo, hi, span):
+        rows = order[w - lo:w - lo + span]
+        if span > batch_size:
+            rows.sort(key=lambda i: len(sources[i]))
+        batches += [rows[k:k + batch_size] for k in range(0, len(rows), batch_size)]
+        safe.add(min(w + span, hi))
+    return batches, safe
 
 
 def row_meta(row: dict) -> dict:

@@ -16,6 +16,7 @@ from retrieval_assets import tiny_model, write_image, write_wav
 from anybind.errors import Interrupted
 from anybind.retrieval import EmbeddingStore, embed_to_store
 from anybind.retrieval import embed as embed_mod
+from anybind.retrieval import shards
 from anybind.retrieval.embed import auto_workers, items_from_folder
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,7 +64,8 @@ class StopAfter:
         del self.model.encoders[self.modality].forward
 
 
-def test_ctrl_c_keeps_the_current_shard_and_a_rerun_finishes_it(model, tmp_path):
+def test_ctrl_c_keeps_the_current_shard_and_a_rerun_finishes_it(model, tmp_path, monkeypatch):
+    monkeypatch.setattr(shards, "SORT_WINDOW", 1)  # texts in order: every batch a safe point
     manifest = captions(tmp_path / "caps.jsonl", 40)
     out = tmp_path / "store"
     with StopAfter(model, "text", 4), pytest.raises(Interrupted) as info:  # 3 batches of 5 done, then Ctrl-C
@@ -86,7 +88,8 @@ def test_ctrl_c_keeps_the_current_shard_and_a_rerun_finishes_it(model, tmp_path)
     assert third.embedded == 0 and third.reused == 40 and third.shards_reused == 2
 
 
-def test_shards_flush_by_time_and_a_whole_shard_replaces_stale_parts(model, tmp_path):
+def test_shards_flush_by_time_and_a_whole_shard_replaces_stale_parts(model, tmp_path, monkeypatch):
+    monkeypatch.setattr(shards, "SORT_WINDOW", 1)
     manifest = captions(tmp_path / "caps.jsonl", 12)
     out = tmp_path / "store"
     summary = embed_to_store(model, manifest, out, batch_size=4, flush_seconds=0.0, progress=False)
@@ -104,6 +107,22 @@ def test_shards_flush_by_time_and_a_whole_shard_replaces_stale_parts(model, tmp_
     assert redo.reused == 4 and redo.embedded == 8
     assert [s.name for s in redo.store.shards] == ["00000-text.000000", "00000-text.000004"]
     np.testing.assert_allclose(redo.store.vectors(), whole.store.vectors(), atol=1e-6)
+
+
+def test_ctrl_c_within_a_run_of_length_ordered_texts_keeps_the_runs_finished(model, tmp_path, monkeypatch):
+    monkeypatch.setattr(shards, "SORT_WINDOW", 2)  # texts ordered by length two batches at a time
+    manifest = captions(tmp_path / "caps.jsonl", 40)
+    out = tmp_path / "store"
+    with StopAfter(model, "text", 4), pytest.raises(Interrupted) as info:  # 3 batches of 5, then Ctrl-C
+        embed_to_store(model, manifest, out, batch_size=5, progress=False)
+    assert info.value.summary.done == 10  # the first run of 2 batches; the third batch is embedded again
+    assert len(EmbeddingStore.open(out)) == 10
+    again = embed_to_store(model, manifest, out, batch_size=5, progress=False)
+    assert again.embedded == 30 and again.reused == 10
+    store = EmbeddingStore.open(out)
+    assert [r["id"] for r in store.metadata()] == [f"c{i}" for i in range(40)]
+    want = model.embed({"text": [f"caption number {i} of a thing" for i in range(40)]}, progress=False)["text"]
+    np.testing.assert_allclose(store.vectors(), want.numpy(), atol=1e-5)
 
 
 def test_rerun_summary_agrees_with_the_store(model, tmp_path):

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from ...constants import AUDIO_MEAN, AUDIO_STD
 from ...errors import ContractError, InputError
+from .fbank import kaldi_fbank, resample
 from ._common import as_tensor, describe, positive_float, positive_int, read_contract
 
 __all__ = ["LogMelTransform", "SampleSource", "audio_transform", "clip_windows", "resampled_windows"]
@@ -31,9 +32,22 @@ class SampleSource(Protocol):
     def read_all(self) -> tuple[torch.Tensor, int]: ...
 
 
+_SOURCE_TYPES: dict[type, bool] = {}
+
+
+def is_source(raw: Any) -> bool:
+    """Whether ``raw`` is a :class:`SampleSource`, decided once per type: ``isinstance`` against a Protocol costs
+    tens of microseconds a call, and a file's transform asks several times."""
+    kind = type(raw)
+    known = _SOURCE_TYPES.get(kind)
+    if known is None:
+        known = _SOURCE_TYPES[kind] = isinstance(raw, SampleSource)
+    return known
+
+
 def _gather(wave: "torch.Tensor | SampleSource", idx: torch.Tensor) -> torch.Tensor:
     """``wave[idx]`` for a mono tensor; for a source, each row of ``idx`` is read as one span, channels averaged."""
-    if not isinstance(wave, SampleSource):
+    if not is_source(wave):
         return wave[idx]
     rows = []
     for row in idx:
@@ -68,7 +82,7 @@ def resampled_windows(wave: "torch.Tensor | SampleSource", orig_sr: int, new_sr:
     file and a few short clips this is far cheaper than resampling everything. ``wave`` may be a
     :class:`SampleSource` (a lazy file): then only the input around each window is read from it.
     """
-    T = wave.num_samples if isinstance(wave, SampleSource) else wave.shape[-1]
+    T = wave.num_samples if is_source(wave) else wave.shape[-1]
     g = math.gcd(orig_sr, new_sr)
     in_step, out_step = orig_sr // g, new_sr // g
     n_out = math.ceil(new_sr * T / orig_sr)  # the full resample's length
@@ -85,9 +99,7 @@ def resampled_windows(wave: "torch.Tensor | SampleSource", orig_sr: int, new_sr:
     valid = (idx >= 0) & (idx < T)
     segs = _gather(wave, idx.clamp(0, T - 1)) * valid
     if in_step != out_step:
-        import torchaudio.functional as AF
-
-        segs = AF.resample(segs, orig_sr, new_sr)
+        segs = resample(segs, orig_sr, new_sr)
         offset = starts - first_block * out_step
         segs = torch.gather(segs, 1, offset[:, None] + torch.arange(length))
     return segs * ((starts[:, None] + torch.arange(length)) < n_out)
@@ -150,37 +162,39 @@ class LogMelTransform:
         return mono, sr
 
     def __call__(self, raw: Any, source: str | None = None) -> torch.Tensor:
-        from torchaudio.compliance import kaldi
-
-        if isinstance(raw, SampleSource) and not raw.seekable:
+        if is_source(raw) and not raw.seekable:
             raw = raw.read_all()  # a format that cannot seek: decoded whole (within the reader's limit)
-        if isinstance(raw, SampleSource):
+        if is_source(raw):
             mono, sr, num = raw, int(raw.sample_rate), int(raw.num_samples)  # read window by window below
         else:
             mono, sr = self.waveform(raw, source)
             num = mono.shape[0]
         n_out = math.ceil(self.sample_rate * num / sr)
         windows = clip_windows(n_out, self.sample_rate, self.clip_duration, self.clips or 1)
+        distinct = list(dict.fromkeys(windows))  # a file shorter than a clip: every window is the same one
         starts = torch.tensor([a for a, _ in windows])
         longest = max(b - a for a, b in windows)
         segs = resampled_windows(mono, sr, self.sample_rate, starts, longest)
-        out, done = [], {}
-        for k, (a, b) in enumerate(windows):
-            if (a, b) in done:  # a file shorter than a clip: every window is the same one
-                out.append(out[done[(a, b)]])
-                continue
-            done[(a, b)] = k
+        clips = []
+        for a, b in distinct:
+            k = windows.index((a, b))
             real = max(0, min(b, n_out) - a)  # samples inside the file; the rest stays zero (silence)
             clip = segs[k, : b - a].clone()
             clip[:real] -= clip[:real].mean()
-            fbank = kaldi.fbank(
-                clip.unsqueeze(0), htk_compat=True, sample_frequency=self.sample_rate, use_energy=False,
-                window_type="hanning", num_mel_bins=self.num_mel_bins, dither=0.0, frame_length=25, frame_shift=10,
-            ).t()  # (mel, frames)
-            pad = self.target_length - fbank.shape[1]
-            fbank = F.pad(fbank, (0, pad)) if pad > 0 else fbank[:, : self.target_length]
-            out.append((fbank - self.mean) / self.std)
-        mel = torch.stack(out).unsqueeze(1).float()  # (clips, 1, mel, frames)
+            clips.append(clip)
+        lengths = {c.shape[0] for c in clips}
+        fbank = kaldi_fbank(self.sample_rate, self.num_mel_bins)
+        if len(lengths) == 1:  # the usual case: every clip as long, one batched filterbank
+            mels = list(fbank(torch.stack(clips)).transpose(1, 2))  # (mel, frames) each
+        else:
+            mels = [fbank(c.unsqueeze(0))[0].t() for c in clips]
+        out = []
+        for mel in mels:
+            pad = self.target_length - mel.shape[1]
+            mel = F.pad(mel, (0, pad)) if pad > 0 else mel[:, : self.target_length]
+            out.append((mel - self.mean) / self.std)
+        index = {w: k for k, w in enumerate(distinct)}
+        mel = torch.stack([out[index[w]] for w in windows]).unsqueeze(1).float()  # (clips, 1, mel, frames)
         return mel if self.clips else mel[0]
 
     def __repr__(self) -> str:
