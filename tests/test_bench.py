@@ -104,15 +104,18 @@ def test_encoder_flops_match_the_architecture():
 
 def test_data_suite(tmp_path, workdir):
     report = _run(tmp_path, "data", "--quick", "--sizes", "test", "--modalities", "image,text", "--presets", "world",
-                  "--workers", "0,1", "--n", "12", "--workdir", str(workdir))
+                  "--workers", "0,1", "--n", "12", "--workdir", str(workdir), "--sources", "files,shards")
     suite = report["suites"]["data"]
     rows = suite["rows"]
-    keys = [(r["modality"], r["num_workers"], r["preload"]) for r in rows]
-    assert keys == [("image", 0, False), ("image", 1, False), ("text", 0, False), ("text", 1, False),
-                    ("all", 0, False), ("all", 1, False), ("all", 0, True)]
+    keys = [(r["modality"], r["source"], r["num_workers"], r["preload"]) for r in rows]
+    assert keys == [(m, src, w, False) for m in ("image", "text", "all") for src in ("files", "shards")
+                    for w in (0, 1)] + [("all", "files", 0, True)]
+    assert suite["shards"]["samples"] == 12 and suite["shards"]["shards"] == 4 and suite["shards"]["bytes"] > 0
     for r in rows:
         _positive(r["samples_per_s"], r["ms_per_sample"], r["samples_timed"])
         assert r["errors"] == 0 and r["samples_timed"] % r["batch_size"] == 0
+        if r["source"] == "shards":  # two passes over the 12 samples in one epoch, batches of 4, the first untimed
+            assert r["samples_timed"] == 24 - r["batch_size"]
         assert r["ms_per_sample"] == pytest.approx(1000 / r["samples_per_s"], rel=0.02)
     (step,) = suite["steps"]
     assert step["modalities"] == ["image", "text"]
@@ -212,3 +215,26 @@ def test_attention_flops_are_counted_on_every_backend():
     assert fwd == 4 * B * H * L * L * d
     both = count_flops(lambda: F.scaled_dot_product_attention(q, q, q).sum().backward())
     assert both == fwd + 10 * B * H * L * L * d
+
+
+def test_accum_steps_give_the_big_batch_loss_and_the_suite_reports_ratios(tmp_path):
+    from anybind.bench.accum import accum_step, micro_batches
+
+    common = dict(batch_size=4, modalities=["image", "text"], preset="default", model_size="test", steps=1)
+    one, two = accum_step(accum_steps=1, **common), accum_step(accum_steps=2, **common)
+    assert (one["micro_batch"], two["micro_batch"]) == (4, 2) and one["batch_size"] == two["batch_size"] == 4
+    assert two["first_loss"] == pytest.approx(one["first_loss"], abs=1e-5)  # K micro-batches of the same rows
+    assert one["memory_kind"] == "max RSS" and one["step_peak_MiB"] <= one["peak_memory_MiB"]
+    with pytest.raises(ValueError, match="not a multiple of accum_steps=3"):
+        micro_batches({"image": torch.zeros(4, 3)}, 3)
+
+    report = _run(tmp_path, "accum", "--quick", "--sizes", "test", "--presets", "default", "--modalities", "image,text")
+    suite = report["suites"]["accum"]
+    same, micro = suite["same_effective"], suite["same_micro"]
+    assert [(r["accum_steps"], r["micro_batch"], r["batch_size"]) for r in same] == [(1, 4, 4), (2, 2, 4)]
+    assert [(r["accum_steps"], r["micro_batch"], r["batch_size"]) for r in micro] == [(1, 2, 2), (2, 2, 4)]
+    for r in same + micro:
+        _positive(r["seconds_per_step"], r["samples_per_s"], r["peak_memory_MiB"])
+        assert r["samples_per_s"] == pytest.approx(r["batch_size"] / r["seconds_per_step"], rel=0.01)
+    assert same[0]["time_vs_accum1"] == 1.0
+    assert same[1]["time_vs_accum1"] == pytest.approx(same[1]["seconds_per_step"] / same[0]["seconds_per_step"], rel=0.01)

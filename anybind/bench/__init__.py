@@ -3,6 +3,7 @@
     anybind-bench encoders                 # fwd / fwd+bwd throughput vs the matmul peak (fp32, bf16), small towers
     anybind-bench data                     # files -> batches per modality, 0 / 1 / N workers, vs the training step
     anybind-bench train                    # samples/s + peak memory vs bound modalities and batch; step breakdown
+    anybind-bench accum                    # trainer.accum_steps 1 / 4 / 16: peak memory and step time
     anybind-bench retrieval                # index build / latency / recall on a small collection
     anybind-bench imagebind                # ImageBind huge-size latency per modality, batch 1 and 8
     anybind-bench all --quick --json bench.json
@@ -25,7 +26,7 @@ import torch
 
 from .common import MODALITIES, environment, parse_list, print_table, resolve_device, write_json
 
-SUITES = ("encoders", "data", "train", "retrieval", "imagebind")
+SUITES = ("encoders", "data", "train", "accum", "retrieval", "imagebind")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,8 +59,13 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--n", type=int, help="samples in the generated world (default 128; quick 24)")
     g.add_argument("--workers", help="DataLoader worker counts (default 0,1,N with N the core count)")
     g.add_argument("--presets", help="default,world (default both)")
+    g.add_argument("--sources", help="data: files,shards (default both: loose files, and the same samples as "
+                   "WebDataset shards streamed as data=shards)")
     g.add_argument("--batch-sizes", help="train: batch sizes to scan (default 8,16,32; quick 2,4)")
-    g.add_argument("--steps", type=int, help="train: timed steps (default 5; quick 1)")
+    g.add_argument("--steps", type=int, help="train: timed steps (default 5; quick 1); accum: (default 3; quick 1)")
+    g.add_argument("--accum", help="accum: trainer.accum_steps values (default 1,4,16; quick 1,2); --batch sets the "
+                   "effective batch (default 256; quick 4), --presets one preset (default world)")
+    g.add_argument("--median-of", type=int, help="accum: runs per configuration, median time kept (default 1)")
     g = p.add_argument_group("retrieval and imagebind")
     g.add_argument("--retrieval-n", help="collection sizes (default 20000; quick 5000)")
     g.add_argument("--kinds", default="flat,hnsw,ivfpq", help="index kinds")
@@ -88,7 +94,8 @@ def _data(a, device) -> dict:
                      modalities=parse_list(a.modalities, MODALITIES), n=_world_n(a),
                      workers=[int(w) for w in parse_list(a.workers, [])] or None,
                      batch_size=4 if a.quick else 32, step_batch=None if a.quick else {"default": 8},
-                     step_steps=1 if a.quick else 2, model_size=parse_list(a.sizes, ["tiny"])[0], device=str(device))
+                     step_steps=1 if a.quick else 2, model_size=parse_list(a.sizes, ["tiny"])[0], device=str(device),
+                     sources=parse_list(a.sources, ["files", "shards"]))
 
 
 def _train(a, device) -> dict:
@@ -145,7 +152,20 @@ def _imagebind(a, device) -> dict:
                      device=device)
 
 
-RUNNERS = {"encoders": _encoders, "data": _data, "train": _train, "retrieval": _retrieval, "imagebind": _imagebind}
+def _accum(a, device) -> dict:
+    from .accum import DEFAULT_MODALITIES, run_suite
+
+    accum = [int(k) for k in parse_list(a.accum, ["1", "2"] if a.quick else ["1", "4", "16"])]
+    return run_suite(batch_size=a.batch or (4 if a.quick else 256), accum=accum, fresh_process=not a.quick,
+                     threads=torch.get_num_threads(), repeats=a.median_of or 1,
+                     modalities=parse_list(a.modalities, DEFAULT_MODALITIES),
+                     preset=parse_list(a.presets, ["world"])[0], model_size=parse_list(a.sizes, ["tiny"])[0],
+                     steps=a.steps or (1 if a.quick else 3), warmup=1, device=str(device),
+                     precision=parse_list(a.precision, ["fp32"])[0])
+
+
+RUNNERS = {"encoders": _encoders, "data": _data, "train": _train, "accum": _accum, "retrieval": _retrieval,
+           "imagebind": _imagebind}
 TITLES = {"encoders": "Encoders: throughput and share of the matmul peak", "data": "Data loading: files -> batches",
           "retrieval": "Retrieval index", "imagebind": "ImageBind size: latency per forward"}
 

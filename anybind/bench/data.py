@@ -10,6 +10,9 @@ The row ``all`` loads every modality of a sample, as training does.
 Each rate is steady-state: samples after the first batch / time after the first batch (worker start-up is
 reported apart). To say whether loading can stall training, the suite also times the training step of the
 same preset (synthetic batches, all five modalities bound) and reports loader samples/s / step samples/s.
+
+``sources`` adds ``shards``: the same samples sharded with ``anybind-shard`` and streamed as ``data=shards``
+does (:mod:`anybind.bench.data_shards`), measured the same way beside the loose files.
 """
 
 from __future__ import annotations
@@ -75,7 +78,8 @@ def loader_rate(manifest, contracts: dict[str, dict], *, batch_size: int, num_wo
     if samples == 0:
         raise ValueError(f"{len(manifest)} samples give fewer than two batches of {batch_size}: nothing to time "
                          "after the first batch (use more samples or a smaller batch)")
-    return {"num_workers": num_workers, "preload": preload, "batch_size": batch_size, "samples_timed": samples,
+    return {"source": "files", "num_workers": num_workers, "preload": preload, "batch_size": batch_size,
+            "samples_timed": samples,
             "first_batch_s": round(t1 - t0, 3), "preload_s": round(preload_s, 2) if preload_s is not None else None,
             "samples_per_s": sig(samples / (t2 - t1)), "ms_per_sample": sig(1000 * (t2 - t1) / samples),
             "errors": errors, "load": load()}
@@ -84,8 +88,9 @@ def loader_rate(manifest, contracts: dict[str, dict], *, batch_size: int, num_wo
 def run_suite(*, workdir: Path, presets: list[str], modalities: list[str], n: int = 128,
               workers: list[int] | None = None, batch_size: int = DEFAULT_BATCH, step: bool = True,
               step_batch: dict[str, int] | None = None, step_steps: int = 2, model_size: str = "tiny",
-              device: str = "cpu", log=print) -> dict:
+              device: str = "cpu", sources=("files",), log=print) -> dict:
     from ..data.manifest import load_manifest
+    from .data_shards import SHARD_SAMPLES, bench_shards, shard_loader_rate
 
     workers = workers if workers is not None else sorted({0, 1, max(2, os.cpu_count() or 1)})
     t0 = time.perf_counter()
@@ -93,6 +98,14 @@ def run_suite(*, workdir: Path, presets: list[str], modalities: list[str], n: in
     log(f"world of {n} samples at {info.root} ({'reused' if info.reused else 'generated'} in "
         f"{time.perf_counter() - t0:.1f} s)")
     manifest = load_manifest(info.manifests["train"])
+    shards = None
+    if "shards" in sources:
+        per_shard = max(1, min(SHARD_SAMPLES, n // 4))  # at least 4 shards: 2 ranks x 2 workers would all get one
+        shards = bench_shards(info.manifests["train"], Path(workdir) / f"world-{n}-shards-{per_shard}",
+                              max_count=per_shard)
+        how = "reused" if shards["reused"] else f"written in {shards['seconds']} s"
+        log(f"{shards['shards']} shards of {shards['samples']} samples, {shards['bytes'] / 2**20:.1f} MiB at "
+            f"{shards['folder']} ({how})")
     rows, steps = [], []
     for preset in presets:
         contracts = preset_contracts(preset, MODALITIES, model_size)
@@ -100,10 +113,14 @@ def run_suite(*, workdir: Path, presets: list[str], modalities: list[str], n: in
         for group in groups:
             sub = {m: contracts[m] for m in group}
             label = group[0] if len(group) == 1 else "all"
-            for w in workers:
-                r = loader_rate(manifest, sub, batch_size=batch_size, num_workers=w)
-                rows.append({"preset": preset, "modality": label, **r})
-                log(f"[{preset}] {label} workers={w}: {r['samples_per_s']} samples/s (load {r['load']})")
+            for source in sources:
+                for w in workers:
+                    if source == "shards":
+                        r = shard_loader_rate(shards["folder"], sub, batch_size=batch_size, num_workers=w)
+                    else:
+                        r = loader_rate(manifest, sub, batch_size=batch_size, num_workers=w)
+                    rows.append({"preset": preset, "modality": label, **r})
+                    log(f"[{preset}] {label} {source} workers={w}: {r['samples_per_s']} samples/s (load {r['load']})")
             if label == "all" and preset == "world":  # the world preset trains with data.preload=true
                 r = loader_rate(manifest, sub, batch_size=batch_size, num_workers=max(workers), preload=True)
                 rows.append({"preset": preset, "modality": label, **r})
@@ -121,11 +138,12 @@ def run_suite(*, workdir: Path, presets: list[str], modalities: list[str], n: in
         if s is not None and r["modality"] == "all":
             r["step_samples_per_s"] = s["samples_per_s"]
             r["loader_over_step"] = sig(r["samples_per_s"] / s["samples_per_s"], 3)
-    return {"world": {"root": str(info.root), "samples": n, "params": info.params}, "rows": rows, "steps": steps,
-            "columns": COLUMNS}
+    return {"world": {"root": str(info.root), "samples": n, "params": info.params}, "shards": shards, "rows": rows,
+            "steps": steps, "columns": COLUMNS}
 
 
-COLUMNS = [("preset", "preset"), ("modality", "modality"), ("num_workers", "workers"), ("preload", "preload"),
+COLUMNS = [("preset", "preset"), ("modality", "modality"), ("source", "source"), ("num_workers", "workers"),
+           ("preload", "preload"),
            ("batch_size", "batch"), ("samples_per_s", "samples/s"), ("ms_per_sample", "ms/sample"),
            ("first_batch_s", "first batch s"), ("step_samples_per_s", "step samples/s"),
            ("loader_over_step", "loader / step"), ("load", "load")]

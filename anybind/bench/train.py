@@ -54,14 +54,16 @@ def preset_overrides(preset: str, modalities: list[str], model_size: str) -> lis
     return out
 
 
-def _trainer(module, optimizer, scheduler, device, precision: str, *, loader=None, sampler=None, clip=1.0):
+def bench_trainer(module, optimizer, scheduler, device, precision: str, *, loader=None, sampler=None, clip=1.0,
+                  accum_steps: int = 1):
+    """A :class:`~anybind.train.trainer.Trainer` that logs nothing, with its phase timer on."""
     from ..train.trainer import Trainer
 
     amp = PRECISIONS[precision]
     trainer = Trainer(module=module, optimizer=optimizer, scheduler=scheduler, loader=loader, sampler=sampler,
                       device=device, run_dir=tempfile.mkdtemp(prefix="anybind-bench-"), max_steps=10**9,
                       autocast_dtype=amp, use_scaler=precision == "fp16", clip_grad_norm=clip, tensorboard=False,
-                      csv_log=False, progress=False, heatmap=False)
+                      csv_log=False, progress=False, heatmap=False, accum_steps=accum_steps)
     trainer.phase_times = {}
     return trainer
 
@@ -105,7 +107,7 @@ def synthetic_step(*, modalities: list[str], preset: str = "default", model_size
     batch = {"inputs": {m: synthetic_input(m, model.input_contract(m), B, g) for m in modalities},
              "valid": {m: torch.ones(B, dtype=torch.bool) for m in modalities}, "ids": [str(i) for i in range(B)],
              "errors": []}
-    trainer = _trainer(module, opt, sched, dev, precision)
+    trainer = bench_trainer(module, opt, sched, dev, precision)
     stream = _Repeat(batch)
     reset_peak_memory(dev)
     for _ in range(warmup):
@@ -180,7 +182,7 @@ def real_data_breakdown(manifest: str, *, preset: str = "world", modalities=("im
     t0 = time.perf_counter()
     s = build_run(cfg, dev)
     setup_s = time.perf_counter() - t0
-    trainer = _trainer(s.module, s.optimizer, s.scheduler, dev, precision, loader=s.loader, sampler=s.sampler,
+    trainer = bench_trainer(s.module, s.optimizer, s.scheduler, dev, precision, loader=s.loader, sampler=s.sampler,
                        clip=cfg.optim.clip_grad_norm)
     batches = trainer.batches()
     for _ in range(warmup):

@@ -19,14 +19,13 @@ import torch
 from ..errors import CheckpointError, Interrupted
 from .. import dist
 from .checkpointing import CheckpointManager, capture_rng, load_state, restore_rng
+from .data_errors import SkippedSamples
 from .logs import TrainLogs
 from .module import TrainModule
 from .parallel import Parallel
 from .runtime import StopSignals
 
 log = logging.getLogger("anybind.train")
-
-MAX_ERROR_EXAMPLES = 20
 
 Batch = dict[str, Any]  # a collated loader batch: {"ids", "inputs", "valid", "errors"} (anybind.data.dataset)
 
@@ -93,8 +92,7 @@ class Trainer:
         self.params = [p for p in module.parameters() if p.requires_grad]
         self.step = self.epoch = self.batch_in_epoch = 0
         self.samples_seen = 0
-        self.error_count: int = 0
-        self.error_examples: list[dict] = []
+        self.data_errors = SkippedSamples()
         self.last_log: dict[str, float] = {}
         self.metrics: dict[str, Any] = {}
         self.phase_times: dict[str, float] | None = None
@@ -112,19 +110,14 @@ class Trainer:
     def next_batch(self, batches: Iterator[Batch]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], int]:
         """The next batch's ``(inputs, valid, rows)`` on the device; its skipped samples are counted."""
         batch = next(batches)
-        for sid, m, msg in batch["errors"]:
-            self.error_count += 1
-            if len(self.error_examples) < MAX_ERROR_EXAMPLES:
-                self.error_examples.append({"id": sid, "modality": m, "error": msg})
-                log.warning("skipped a bad sample (%s, %s): %s", sid, m, msg)
+        self.data_errors.note(batch["errors"])
         inputs = {m: x.to(self.device, non_blocking=True) for m, x in batch["inputs"].items()}
         valid = {m: v.to(self.device, non_blocking=True) for m, v in batch["valid"].items()}
         return inputs, valid, len(batch["ids"])
 
     def _global_errors(self) -> int:
         """Skipped samples over all ranks (a collective: every rank calls it)."""
-        t = torch.tensor([float(self.error_count)], device=self.device)
-        return int(dist.all_reduce_sum(t).item())
+        return self.data_errors.global_count(self.device)
 
     # ------------------------------------------------------------------------------------------------- a step
     def autocast(self) -> ContextManager:
@@ -209,7 +202,7 @@ class Trainer:
             torch.distributed.all_gather_object(rngs, capture_rng())
         full = self.parallel.model_state(self.module)
         optim = self.parallel.optim_state(self.module, self.optimizer)
-        errors = self._global_errors()
+        errors = self.data_errors.state(self.device)
         if dist.is_main():
             state = {
                 "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
@@ -217,7 +210,7 @@ class Trainer:
                 "optimizer": optim, "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,
                 "loss": {k[len("loss."):]: v for k, v in full.items() if k.startswith("loss.")},
-                "rng": rngs, "data_errors": {"count": errors, "examples": self.error_examples},
+                "rng": rngs, "data_errors": errors,
             }
             model = self.parallel.model_to_save(self.module.model, full)
             path = self.ckpt.save(self.step, model, state, config=self.config,
@@ -250,9 +243,7 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.samples_seen = state.get("samples_seen", 0)
-        errors = state.get("data_errors") or {}  # the global count lives on rank 0 (sums over ranks stay right)
-        self.error_count = errors.get("count", 0) if dist.is_main() else 0
-        self.error_examples = list(errors.get("examples", [])) if dist.is_main() else []
+        self.data_errors.load(state.get("data_errors"))
         rngs = state["rng"]
         if state.get("world_size") != dist.world_size():
             log.warning("resuming a %s-process run with %d processes: data order and RNG streams differ from an "
@@ -267,7 +258,7 @@ class Trainer:
         if self.evaluate_fn is None:
             return {}
         metrics: dict[str, Any] = {}
-        errors = self._global_errors()
+        errors = self.data_errors.report(self.device)
         if dist.is_main() or self.eval_on_all_ranks:
             t0 = time.perf_counter()
             metrics = self.evaluate_fn()
@@ -275,7 +266,7 @@ class Trainer:
             if dist.is_main():
                 metrics.update({"step": self.step, "epoch": self.epoch, "samples_seen": self.samples_seen,
                                 "train": dict(train_stats or self.last_log),
-                                "data_errors": {"skipped": errors, "examples": self.error_examples},
+                                "data_errors": errors,
                                 "eval_seconds": round(time.perf_counter() - t0, 3)})
                 self.logs.evaluation(metrics)
         dist.barrier()
@@ -321,11 +312,12 @@ class Trainer:
                                       f"checkpoint {self.ckpt.latest()}", status=StopSignals.status(signum))
             self.save_checkpoint()
             self.run_evaluation()
-            errors = self._global_errors()
+            errors = self.data_errors.report(self.device)
+            if dist.is_main():
+                self.data_errors.log_summary(errors)
             if dist.is_main() and not self.metrics:  # evaluation disabled: still leave a metrics.json
                 self.metrics = {"retrieval": {}, "zero_shot": {}, "step": self.step, "epoch": self.epoch,
-                                "samples_seen": self.samples_seen, "train": self.last_log,
-                                "data_errors": {"skipped": errors, "examples": self.error_examples}}
+                                "samples_seen": self.samples_seen, "train": self.last_log, "data_errors": errors}
                 self.logs.final(self.metrics)
         finally:
             stop.__exit__()

@@ -101,3 +101,59 @@ def test_mixture_from_the_command_line(shards, tmp_path):
     assert s.sampler.weights.tolist() == [0.75, 0.25]
     result = run(cfg, run_dir=tmp_path / "mix")
     assert result.metrics["step"] == 3
+
+
+def _corrupt_webdataset(root, raw_manifest):
+    """16 samples in 4 tars written with webdataset.TarWriter: s005's PNG is not a PNG, s010's .npy is garbage, and
+    the tar holding s013 ends inside s013's points member (after its json). Returns the URL pattern."""
+    import io
+    import tarfile
+
+    import webdataset as wds
+
+    rows = [json.loads(line) for line in raw_manifest.read_text().splitlines()]
+    base = raw_manifest.parent
+    out = root / "wds"
+    out.mkdir()
+    for shard in range(4):
+        with wds.TarWriter(str(out / f"part-{shard}.tar"), encoder=False) as tw:
+            for r in rows[shard * 4:(shard + 1) * 4]:
+                sample = {"__key__": r["id"], "json": json.dumps({"id": r["id"], "label": r["label"]}).encode(),
+                          "text.txt": r["text"].encode(), "image.png": (base / r["image"]).read_bytes(),
+                          "points.npy": (base / r["points"]).read_bytes()}
+                if r["id"] == "s005":
+                    sample["image.png"] = b"\x89PNG but not really"
+                if r["id"] == "s010":
+                    sample["points.npy"] = b"\x93NUMPY garbage"
+                tw.write(sample)
+    tar = out / "part-3.tar"  # s012..s015: cut inside s013's points.npy, so s014 and s015 are lost with it
+    with tarfile.open(tar) as t:
+        m = t.getmember("s013.points.npy")
+    tar.write_bytes(tar.read_bytes()[:m.offset_data + m.size // 2])
+    with tarfile.open(fileobj=io.BytesIO(tar.read_bytes()), mode="r|") as t:  # really damaged
+        with pytest.raises(tarfile.ReadError):
+            for info in t:
+                t.extractfile(info).read()
+    return str(out / "part-{0..3}.tar")
+
+
+def test_corrupt_shard_set_trains_and_reports_exactly_the_bad_samples(tmp_path, caplog):
+    raw = make_tiny_dataset(tmp_path / "raw", n=16, modalities=MODS, val_every=100)
+    urls = _corrupt_webdataset(tmp_path, raw)
+    cfg = compose_train_config(["data=shards", f"data.urls='{urls}'", "data.epoch_samples=16", "debug=smoke",
+                                "modality=[image,text,points]", "data.num_workers=2", "data.batch_size=4",
+                                "data.shuffle_buffer=4", "trainer.max_steps=8", "eval.enabled=false",
+                                "trainer.tensorboard=false", "trainer.ckpt_every=0"])
+    with caplog.at_level("WARNING", logger="anybind.train"):
+        result = run(cfg, run_dir=tmp_path / "run")
+    m = json.loads((result.run_dir / "metrics.json").read_text())
+    assert m["step"] == 8 and m["epoch"] == 1  # the last step of the second epoch (0-based) of 4 batches: completed
+    errors = m["data_errors"]
+    assert errors["ids"] == {"s005": ["image"], "s010": ["points"], "s013": ["shard"]}
+    assert errors["samples"] == 3 and errors["skipped"] >= 6  # each bad sample met at least once per epoch
+    by_id = {e["id"]: e for e in errors["examples"]}
+    assert "s005.image.png" in by_id["s005"]["error"] and "s010.points.npy" in by_id["s010"]["error"]
+    assert "part-3.tar (member s013.points.npy)" in by_id["s013"]["error"]
+    summary = [r.getMessage() for r in caplog.records if "distinct samples" in r.getMessage()]
+    assert len(summary) == 1 and "in 3 distinct samples: s005 (image), s010 (points), s013 (shard)" in summary[0]
+    assert f"{errors['skipped']} bad inputs skipped" in summary[0]

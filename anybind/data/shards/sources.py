@@ -96,9 +96,25 @@ def source_from_config(entry: Mapping[str, Any], *, default_name: str = "data") 
                   weight, manifest=samples)
 
 
+def _damaged_id(url: str, member: str | None, current: dict | None) -> str:
+    """The id to report for the sample a damaged tar cut off: its ``<key>.json`` id when that member was read,
+    else its key (the shard's name when not even a member header could be read)."""
+    if current is not None and "json" in current:
+        try:
+            return str(json.loads(current["json"])["id"])
+        except (ValueError, KeyError, TypeError):
+            pass
+    if member:
+        folder, _, base = member.rpartition("/")
+        key = base.partition(".")[0]
+        return f"{folder}/{key}" if folder else key
+    return url
+
+
 def iter_tar(url: str, on_error: ErrorSink) -> Iterator[dict]:
     """The samples of one WebDataset tar, grouped by key. A damaged tar (truncated member, bad header) ends that
-    shard's stream: the samples before it are kept, the one being read is dropped and reported by name."""
+    shard's stream: the samples before it are kept, the one being read is dropped and reported by its id (the
+    error's modality is ``"shard"``; the message names the shard and member)."""
     import tarfile
 
     import webdataset as wds
@@ -134,8 +150,9 @@ def iter_tar(url: str, on_error: ErrorSink) -> Iterator[dict]:
         if callable(close):
             close()
     if failure is not None:
-        where = f"{url} (member {member})" if member else url
-        on_error(where, "shard", f"damaged tar; the sample being read and the rest of this shard are skipped: {failure}")
+        on_error(_damaged_id(url, member, current), "shard",
+                 f"{url}" + (f" (member {member})" if member else "") +
+                 f": damaged tar; the sample being read and the rest of this shard are skipped: {failure}")
         return
     if current is not None:
         yield current
