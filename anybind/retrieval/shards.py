@@ -88,9 +88,23 @@ def embed_shards(model, m, shards, writer: StoreWriter, summary: EmbedSummary, b
         at = end
     encoder, device = model.encoders[m], model.device
     loader = make_loader(ds, collate_fn=ds.collate, batch_sampler=batches, num_workers=num_workers, device=device)
-    tagged = (((idx, errs, seconds), batch) for idx, batch, errs, seconds in loader)
+    reading = iter(loader)
+    tagged = (((idx, errs, seconds), batch) for idx, batch, errs, seconds in reading)
     chooser = ThreadChooser(torch.get_num_threads()) if device.type == "cpu" and torch.get_num_threads() > 1 else None
     it = encode_batches(encoder, tagged, device=device, autocast=precision, timing=summary.timing, threads=chooser)
+    try:
+        _embed_pending(model, m, shards, bounds, rows, safe, writer, summary, bar, it, flush_seconds)
+    finally:
+        # Stop the workers now: an interruption's traceback keeps this frame, and with it the loader's
+        # iterator, alive until the process exits, where joining a worker that still holds a batch hangs.
+        it.close()
+        stop = getattr(reading, "_shutdown_workers", None)
+        if stop is not None:
+            stop()
+
+
+def _embed_pending(model, m, shards, bounds, rows, safe, writer: StoreWriter, summary: EmbedSummary, bar, it,
+                   flush_seconds: float | None) -> None:
     for (name, _, shard_rows, digest, start), (lo, hi) in zip(shards, bounds):
         vecs = np.empty((hi - lo, model.embed_dim), dtype=np.float32)
         ok = np.zeros(hi - lo, dtype=bool)

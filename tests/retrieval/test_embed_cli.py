@@ -200,13 +200,14 @@ def test_cli_summary_says_what_was_embedded_per_modality(tmp_path):
     assert "Parsing tokenizer" not in out and "HYDRA" not in out  # stdout holds the summary only
 
 
-@pytest.mark.parametrize("sig, status, word", [(signal.SIGINT, 130, "interrupted"),
-                                               (signal.SIGTERM, 143, "terminated (SIGTERM)")])
-def test_cli_signal_keeps_work_and_prints_the_resume_command(tmp_path, sig, status, word):
+@pytest.mark.parametrize("sig, status, word, workers", [(signal.SIGINT, 130, "interrupted", 0),
+                                                        (signal.SIGTERM, 143, "terminated (SIGTERM)", 0),
+                                                        (signal.SIGINT, 130, "interrupted", 1)])
+def test_cli_signal_keeps_work_and_prints_the_resume_command(tmp_path, sig, status, word, workers):
     manifest = captions(tmp_path / "caps.jsonl", 3000)
     out = tmp_path / "store"
     args = [f"input={manifest}", f"out={out}", TEXT_MODEL, "progress=false", "batch_size=1", "flush_seconds=0.5",
-            "overwrite=true"]
+            "overwrite=true", f"num_workers={workers}"]  # with a worker, the process must still exit
     code = "import sys; from anybind.cli import embed_main; sys.argv[0] = 'anybind-embed'; embed_main()"
     proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1"),
