@@ -104,6 +104,112 @@ def test_audio_level_keeps_silence_and_padding():
     assert best < 0.01 and (t(loud) - x)[above].abs().amin().item() > 0.1
 
 
+def _normalised(rgb, contract):
+    mean, std = torch.tensor(contract["mean"]).view(3, 1, 1), torch.tensor(contract["std"]).view(3, 1, 1)
+    return (rgb - mean) / std, mean, std
+
+
+def test_image_color_jitter_in_pixel_space():
+    contract = {"mean": [0.48, 0.46, 0.41], "std": [0.27, 0.26, 0.28]}
+    rgb = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.6 + 0.2  # no pixel near 0 or 1
+    x, mean, std = _normalised(rgb, contract)
+    bright = make_augment("image", {"brightness": 0.4}, contract)
+    ratios = set()
+    for seed in range(5):  # brightness scales every pixel by one factor in [0.6, 1.4]
+        out = bright(x, g(seed)) * std + mean
+        r = out / rgb
+        if float(r.amax()) * 0.8 <= 1.0:  # nothing clipped at 1
+            assert torch.allclose(r, r.flatten()[0].expand_as(r), atol=1e-5)
+            assert 0.6 - 1e-6 <= float(r.flatten()[0]) <= 1.4 + 1e-6
+            ratios.add(round(float(r.flatten()[0]), 4))
+    assert len(ratios) >= 2  # the factor is drawn per sample
+    gray = torch.full((3, 4, 4), 0.5)
+    xg, _, _ = _normalised(gray, contract)
+    hue = make_augment("image", {"hue": 0.5, "saturation": 0.5}, contract)
+    assert torch.allclose(hue(xg, g(1)) * std + mean, gray, atol=1e-5)  # grey has no hue and no saturation to change
+    red = torch.zeros(3, 4, 4)
+    red[0] = 0.9
+    xr, _, _ = _normalised(red, contract)
+    moved = hue(xr, g(2)) * std + mean
+    assert not torch.allclose(moved, red, atol=1e-2) and torch.equal(hue(xr, g(2)), hue(xr, g(2)))  # seeded
+    with pytest.raises(ValueError, match="augment.hue"):
+        make_augment("image", {"hue": 0.7}, contract)
+
+
+def test_video_color_jitter_shares_one_draw_across_frames():
+    contract = {"mean": [0.48, 0.46, 0.41], "std": [0.27, 0.26, 0.28]}
+    rgb = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(1))
+    x, _, _ = _normalised(rgb, contract)
+    video = x.unsqueeze(1).repeat(1, 4, 1, 1).unsqueeze(0)  # (clips=1, 3, frames=4, H, W)
+    params = {"brightness": 0.3, "contrast": 0.3, "saturation": 0.3, "hue": 0.1}
+    out = make_augment("video", params, contract)(video, g(7))
+    img = make_augment("image", params, contract)(x, g(7))
+    assert out.shape == video.shape
+    for t in range(4):  # every frame gets the image's draw, channels read from dim -4
+        assert torch.allclose(out[0, :, t], img, atol=1e-5)
+
+
+def _tone_recording(t, seconds=1.0, start=0.25, stop=0.75, freq=0.3):
+    n = int(t.sample_rate * seconds)
+    wave = torch.zeros(n)
+    a, b = int(start * n), int(stop * n)
+    wave[a:b] = 0.1 * torch.sin(torch.arange(b - a) * freq)
+    return wave
+
+
+def test_audio_noise_mixing_sets_the_snr_and_keeps_padding(tmp_path):
+    from anybind.data.transforms.audio import LogMelTransform
+
+    t = LogMelTransform(sample_rate=8000, num_mel_bins=32, target_length=110, clip_duration=1.0, clips=1)
+    x = t(_tone_recording(t))
+    contract = {"mean": t.mean, "std": t.std}
+    floor = (math.log(torch.finfo(torch.float32).eps) - t.mean) / t.std
+    signal = x > floor + 1e-4
+    signal[..., 98:] = False
+    power = lambda v: torch.exp(v * t.std + t.mean)  # noqa: E731
+    for snr in (0.0, 10.0, 20.0):
+        aug = make_augment("audio", {"noise_snr": [snr, snr]}, contract)
+        y = aug(x, g(3))
+        assert torch.equal(y[..., 98:], x[..., 98:])  # frames padded to the clip's length stay padding
+        added = power(y) - power(x)  # power-domain mixing: what was added is the scaled noise
+        assert (added[..., :98] > 0).all()
+        ratio = power(x)[signal].mean() / added[signal].mean()
+        assert abs(10 * math.log10(float(ratio)) - snr) < 0.05
+    aug = make_augment("audio", {"noise_snr": [5, 30]}, contract)
+    assert torch.equal(aug(x, g(4)), aug(x, g(4))) and not torch.equal(aug(x, g(4)), aug(x, g(5)))
+    assert torch.equal(make_augment("audio", {"noise_snr": [5, 5], "noise_prob": 0.0}, contract)(x, g(4)), x)
+    with pytest.raises(ValueError, match="noise_snr"):
+        make_augment("audio", {"noise_snr": [30, 5]}, contract)
+
+
+def test_audio_noise_files_bring_their_spectrum(tmp_path):
+    import soundfile as sf
+
+    from anybind.data.transforms.audio import LogMelTransform
+
+    contract = {"sample_rate": 8000, "num_mel_bins": 32, "target_length": 100, "clip_duration": 1.0, "clips": 1}
+    t = LogMelTransform(**contract)
+    contract.update(mean=t.mean, std=t.std)
+    folder = tmp_path / "noise"
+    folder.mkdir()
+    hum = 0.05 * torch.sin(torch.arange(16000) * 2 * math.pi * 3000 / 8000)  # a 3 kHz hum, far above the tone
+    sf.write(folder / "hum.wav", hum.numpy(), 8000)
+    (folder / "hum.txt").write_text("attribution")  # not audio: skipped
+    x = t(_tone_recording(t, freq=2 * math.pi * 300 / 8000))  # 300 Hz tone
+    power = lambda v: torch.exp(v * t.std + t.mean)  # noqa: E731
+    y = make_augment("audio", {"noise_snr": [0, 0], "noise_files": str(folder)}, contract)(x, g(0))
+    added = (power(y) - power(x)).reshape(32, -1)  # (mel, frames)
+    per_band = added.mean(dim=-1)
+    assert int(per_band.argmax()) >= 24 and float(per_band[:8].max()) < 1e-3 * float(per_band.max())  # the hum's bands
+    glob_aug = make_augment("audio", {"noise_snr": [0, 0], "noise_files": [str(folder / "*.wav")]}, contract)
+    assert torch.allclose(glob_aug(x, g(0)), y)
+    with pytest.raises(anybind.InputError, match="noise_files"):
+        make_augment("audio", {"noise_snr": [0, 10], "noise_files": str(tmp_path / "missing")}, contract)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(anybind.InputError, match="matched no audio files"):
+        make_augment("audio", {"noise_snr": [0, 10], "noise_files": str(tmp_path / "empty")}, contract)
+
+
 def test_points_rotate_scale_jitter_dropout():
     x = torch.randn(64, 6)
     r = make_augment("points", {"rotate": True})(x, g())
