@@ -105,8 +105,6 @@ def _meta_build():
 
 def _build_towers(specs: Mapping[str, dict], sidecar: Path, *, meta_device: bool):
     """The model the sidecar describes (``meta_device``: shapes only, no memory), its builder errors named."""
-    import contextlib
-
     from .model import AnyBindModel, create_model
 
     towers = {}
@@ -114,8 +112,8 @@ def _build_towers(specs: Mapping[str, dict], sidecar: Path, *, meta_device: bool
         try:
             # shapes only on the meta device; for the real model every parameter is created on meta too (no random
             # initialisation to throw away) and adopts the checkpoint's tensor, so the weights exist once in memory
-            with deferred_weights(), (torch.device("meta") if meta_device else params_on_meta()), \
-                    (_meta_build() if meta_device else contextlib.nullcontext()):
+            # value ops (random init) on meta parameters are skipped in both builds; real buffers still compute
+            with deferred_weights(), (torch.device("meta") if meta_device else params_on_meta()), _meta_build():
                 towers[m] = create_model({m: {"name": s["name"], **(s.get("kwargs") or {})}}).encoders[m]
                 if s.get("lora"):  # a LoRA-tuned tower: its adapters are in the weights
                     from .lora import add_lora

@@ -40,7 +40,7 @@ def test_parse_summary_reads_rate_and_shares():
 def test_one_embed_run_is_measured(tmp_path):
     folder = tmp_path / "wavs"
     folder.mkdir()
-    for i in range(6):
+    for i in range(24):  # enough work that the run's clock shows it (the summary gives seconds to 0.01 s)
         with wave.open(str(folder / f"{i}.wav"), "wb") as f:
             f.setnchannels(1), f.setsampwidth(2), f.setframerate(8000)
             f.writeframes(bytes(range(256)) * (20 + 10 * i))

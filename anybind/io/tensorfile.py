@@ -174,14 +174,52 @@ _DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat
 MAX_HEADER_BYTES = 100 << 20
 
 
-def read_safetensors(path: str | Path, *, device: str = "cpu") -> dict[str, torch.Tensor]:
+class _ThreadedHash:
+    """sha256 of byte ranges fed in order, computed on a second thread (hashlib drops the GIL on large updates) while
+    the caller reads the next ones: a verified load costs one pass over the file, not a hash pass and a read pass."""
+
+    def __init__(self):
+        import hashlib
+        import queue
+        import threading
+
+        self.h = hashlib.sha256()
+        self.q: "queue.Queue" = queue.Queue(maxsize=8)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="anybind-sha256", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (item := self.q.get()) is not None:
+            try:
+                self.h.update(item)
+            except BaseException as exc:  # noqa: BLE001 - reported by hexdigest()
+                self.error = exc
+
+    def update(self, data) -> None:
+        self.q.put(data)
+
+    def hexdigest(self) -> str:
+        self.q.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.h.hexdigest()
+
+
+_READ_CHUNK = 64 << 20  # larger single reads into fresh memory measured slower (page faults in one long syscall)
+
+
+def read_safetensors(path: str | Path, *, device: str = "cpu", sha256: str | None = None) -> dict[str, torch.Tensor]:
     """Every tensor of the safetensors file ``path``, each read into its own freshly allocated memory.
 
     A memory-mapped load hands out views at whatever byte offset a tensor has in the file; kernels that pick their
     code path by alignment (oneDNN convolutions) then round differently from a model whose weights were allocated
     normally. Plain reads into ``torch.empty`` buffers give aligned tensors, hold the weights once (the page cache
-    is not the process's memory) and check every header entry against the file's size. Dtypes outside the common
-    set go through the safetensors library.
+    is not the process's memory) and check every header entry against the file's size. The tensors are read in
+    file order, in chunks of at most 64 MiB. With ``sha256``, the file's digest is computed from the bytes as they
+    are read (on a second thread) and a mismatch raises :class:`~anybind.errors.CheckpointError`: one pass over
+    the file. Dtypes outside the common set go through the safetensors library.
     """
     import torch
 
@@ -192,15 +230,18 @@ def read_safetensors(path: str | Path, *, device: str = "cpu") -> dict[str, torc
         n = int.from_bytes(head, "little") if len(head) == 8 else -1
         if not 0 < n <= min(size - 8, MAX_HEADER_BYTES):
             raise ValueError(f"{path.name} is not a safetensors file (header length {n} for {size} bytes)")
-        header = json.loads(_read_exact(f, n))
+        raw_header = _read_exact(f, n)
+        header = json.loads(raw_header)
         if not isinstance(header, dict):
             raise ValueError(f"{path.name}: the safetensors header is not an object")
         header.pop("__metadata__", None)
         if any(not isinstance(v, dict) or v.get("dtype") not in _DTYPES for v in header.values()):
             from safetensors.torch import load_file
 
+            _check_digest(path, sha256)
             return load_file(str(path), device=device)
         base, out = 8 + n, {}
+        entries = []
         for name, info in header.items():
             t = torch.empty([int(d) for d in info["shape"]], dtype=getattr(torch, _DTYPES[info["dtype"]]))
             start, end = (int(o) for o in info["data_offsets"])
@@ -208,11 +249,42 @@ def read_safetensors(path: str | Path, *, device: str = "cpu") -> dict[str, torc
             if end - start != nbytes or start < 0 or base + end > size:
                 raise ValueError(f"{path.name}: tensor {name!r} ({info['dtype']} {info['shape']}) has offsets "
                                  f"{start}..{end} that do not fit its shape or the file's {size} bytes")
-            if nbytes:
-                f.seek(base + start)
-                _read_into(f, memoryview(t.reshape(-1).view(torch.uint8).numpy()), path, name)
-            out[name] = t if device == "cpu" else t.to(device)
-        return out
+            entries.append((start, end, name, t))
+        entries.sort(key=lambda e: (e[0], e[1]))
+        # one pass hashes the file only if the tensors tile it: no gap, no overlap, nothing after the last
+        tiled = all(a[1] == b[0] for a, b in zip(entries, entries[1:])) and \
+            (entries[0][0] == 0 if entries else True) and base + (entries[-1][1] if entries else 0) == size
+        hasher = _ThreadedHash() if sha256 and tiled else None
+        if hasher is not None:
+            hasher.update(head)
+            hasher.update(raw_header)
+        try:
+            position = base
+            for start, end, name, t in entries:
+                if end > start:
+                    if base + start != position:
+                        f.seek(base + start)
+                    view = memoryview(t.reshape(-1).view(torch.uint8).numpy())
+                    for a in range(0, end - start, _READ_CHUNK):
+                        piece = view[a:a + _READ_CHUNK]
+                        _read_into(f, piece, path, name)
+                        if hasher is not None:
+                            hasher.update(piece)
+                    position = base + end
+                out[name] = t
+        finally:
+            digest = hasher.hexdigest() if hasher is not None else None
+        if sha256:
+            if digest is None:
+                _check_digest(path, sha256)
+            elif digest != sha256:
+                raise CheckpointError(f"checkpoint {path} is damaged: its sha256 does not match its sidecar")
+        return out if device == "cpu" else {k: v.to(device) for k, v in out.items()}
+
+
+def _check_digest(path: Path, sha256: str | None) -> None:
+    if sha256 and sha256_file(path) != sha256:
+        raise CheckpointError(f"checkpoint {path} is damaged: its sha256 does not match its sidecar")
 
 
 def _read_exact(f, n: int) -> bytes:
@@ -235,9 +307,11 @@ def read_weights(weights: Path, sidecar: Path, meta: dict, *, verify: bool, devi
     """The tensors of ``weights`` as :func:`read_sidecar` found them (sha256 checked against ``meta`` if ``verify``)."""
     for attempt in (weights, _final_name(weights)) if weights.name.endswith(".pending") else (weights,):
         try:
-            if verify and sha256_file(attempt) != meta["sha256"]:
-                raise CheckpointError(f"checkpoint {attempt} is damaged: its sha256 does not match {sidecar.name}")
-            return read_safetensors(attempt, device=device)
+            try:
+                return read_safetensors(attempt, device=device, sha256=meta["sha256"] if verify else None)
+            except CheckpointError:  # the digest computed while reading differs
+                raise CheckpointError(f"checkpoint {attempt} is damaged: its sha256 does not match "
+                                      f"{sidecar.name}") from None
         except FileNotFoundError:  # the pending weights were just renamed to their final name: read that
             continue
         except CheckpointError:

@@ -53,7 +53,8 @@ class EmbedSummary:
         shares = self.shares()
         where = (" (" + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()) + " of the work)") if shares else ""
         lines.append(f"this run: embedded {by_mod} ({_n(self.embedded, 'item')}, {self.failed} failed) in "
-                     f"{_n(self.shards_written, 'shard')}, {self.seconds:.1f} s{rate}{where}; {self.precision}, "
+                     f"{_n(self.shards_written, 'shard')}, {self.seconds:.{2 if self.seconds < 10 else 1}f} s{rate}{where}; "
+                     f"{self.precision}, "
                      f"{_n(self.workers, 'worker')}")
         if self.shards_reused:
             lines.append(f"reused from an earlier run: {_n(self.shards_reused, 'finished shard')} "
