@@ -89,17 +89,16 @@ def available_cores() -> int:
 def auto_workers(device: torch.device | str, cores: int | None = None) -> int:
     """DataLoader workers for embedding on this machine.
 
-    On a CPU the tower and the decoding share the cores: one core decodes in the main process between batches;
-    from 2 cores one worker decodes while the tower runs (faster in 5 of 6 measured pairs on 2 cores, by 10-30%:
-    docs/benchmarks.md; two workers take both cores from the tower), from 8 cores a quarter of them (at most 8).
-    With a GPU the tower is not on the CPU: every core but one decodes (at most 16).
+    On a CPU the tower and the decoding share the cores: below 4 cores the main process decodes between batches
+    (a worker takes a core from the tower's threads: on 2 quiet cores 0 workers beat 1 by 25-75% for JPEGs, audio
+    towers and captions, measured in docs/benchmarks.md; only on a machine busy with other work did 1 worker win);
+    from 4 cores a quarter of the cores decode (at most 8). With a GPU the tower is not on the CPU: every core but
+    one decodes (at most 16).
     """
     cores = cores or available_cores()
     if torch.device(device).type != "cpu":
         return max(0, min(16, cores - 1))
-    if cores < 2:
-        return 0
-    return max(1, min(8, cores // 4))
+    return 0 if cores < 4 else min(8, cores // 4)
 
 
 

@@ -180,8 +180,8 @@ def test_txt_is_text_by_name_and_points_when_asked(tmp_path):
 
 
 def test_auto_workers_follow_the_machine():
-    assert auto_workers("cpu", cores=1) == 0
-    assert auto_workers("cpu", cores=2) == 1 and auto_workers("cpu", cores=4) == 1
+    assert auto_workers("cpu", cores=1) == 0 and auto_workers("cpu", cores=2) == 0 and auto_workers("cpu", cores=3) == 0
+    assert auto_workers("cpu", cores=4) == 1
     assert auto_workers("cpu", cores=16) == 4 and auto_workers("cpu", cores=96) == 8
     assert auto_workers("cuda", cores=8) == 7
 
