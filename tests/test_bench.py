@@ -192,6 +192,19 @@ def test_imagebind_suite(tmp_path):
         assert r["min_s"] <= r["median_s"] and r["params_M"] >= 0
 
 
+def test_imagebind_suite_reports_reduced_precision_with_its_parity(tmp_path):
+    report = _run(tmp_path, "imagebind", "--quick", "--sizes", "test", "--modalities", "image,text",
+                  "--precision", "fp32,bf16,int8")
+    rows = report["suites"]["imagebind"]["rows"]
+    assert [(r["modality"], r["precision"]) for r in rows] == [
+        (m, p) for m in ("image", "text") for p in ("fp32", "bf16", "int8")]
+    for r in rows:
+        if r["precision"] == "fp32":
+            assert "min_cosine" not in r
+        else:  # compared with the fp32 output of the same input: close, not equal
+            assert 0.9 < r["min_cosine"] < 1.0 + 1e-6 and 0 < r["max_abs_err"] < 0.5 and r["speedup"] > 0
+
+
 def test_command_line_lists_the_suites():
     out = subprocess.run([sys.executable, "-c", "from anybind.bench import main; main(['--help'])"],
                          capture_output=True, text=True)

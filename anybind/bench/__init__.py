@@ -41,7 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sizes", help="encoders: tower sizes (default small); data/train: the model_size of the "
                    "training towers (default tiny); imagebind: huge (default) or test")
     p.add_argument("--modalities", help=f"comma list (default {','.join(MODALITIES)})")
-    p.add_argument("--precision", help="encoders: fp32,bf16 (default both); train: fp32 (default), bf16 or fp16")
+    p.add_argument("--precision", help="encoders: fp32,bf16 (default both); train: fp32 (default), bf16 or fp16; "
+                   "imagebind: any of fp32,bf16,int8 (default fp32; the others with their parity error against fp32)")
     p.add_argument("--compile", action="store_true", help="torch.compile the towers (encoders, train)")
     p.add_argument("--json", help="write all results here")
     p.add_argument("--markdown", help="also append the printed tables to this file")
@@ -149,7 +150,7 @@ def _imagebind(a, device) -> dict:
     mods = [m for m in parse_list(a.modalities, []) if m in HUGE_TOWERS] or None  # points has no ImageBind tower
     return run_suite(size=parse_list(a.sizes, ["huge"])[0], modalities=mods,
                      batches=(1,) if a.quick else (1, 8), video_batches=(1,), repeats=a.repeats or (1 if a.quick else 2),
-                     device=device)
+                     device=device, precisions=parse_list(a.precision, ["fp32"]))
 
 
 def _accum(a, device) -> dict:

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import torch
 
+from .common import sig
+
 HUGE_TOWERS = {"image": "imagebind_vision_huge", "video": "imagebind_video_huge", "text": "imagebind_text_huge",
                "audio": "imagebind_audio_huge", "depth": "imagebind_depth_huge",
                "thermal": "imagebind_thermal_huge", "imu": "imagebind_imu_huge"}
@@ -56,13 +58,48 @@ def sample_input(modality: str, contract: dict, batch: int) -> torch.Tensor:
     return torch.randn((batch, *shapes[modality]), generator=g)
 
 
+PRECISIONS = ("fp32", "bf16", "int8")
+
+
+def _runner(enc: torch.nn.Module, precision: str, device: torch.device):
+    """``fn(x) -> output`` of ``enc`` at ``precision``: float32, bf16 autocast, or a dynamic-int8 copy (CPU)."""
+    if precision == "fp32":
+        return enc
+    if precision == "bf16":
+        def bf16(x):
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                return enc(x).float()
+        return bf16
+    if precision == "int8":
+        from ..quantize import quantize_dynamic_int8
+
+        return quantize_dynamic_int8(enc)
+    raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+
+
+def parity(ref: torch.Tensor, out: torch.Tensor) -> dict:
+    """Max absolute difference and min cosine of ``out`` against the float32 ``ref`` (rows are embeddings)."""
+    ref, out = ref.float().flatten(1), out.float().flatten(1)
+    cos = torch.nn.functional.cosine_similarity(ref, out, dim=-1)
+    return {"max_abs_err": sig(float((ref - out).abs().max())), "min_cosine": round(float(cos.min()), 6)}
+
+
 def bench_latency(modalities: list[str], batches: list[int], repeats: int, video_batches: list[int],
-                  size: str = "huge", device: torch.device | None = None) -> list[dict]:
+                  size: str = "huge", device: torch.device | None = None,
+                  precisions: list[str] | tuple[str, ...] = ("fp32",)) -> list[dict]:
+    """Median / fastest forward per tower, batch and precision; rows other than fp32 carry their parity error
+    against the float32 output of the same input (``parity``) and their speed-up over it."""
     import anybind
 
-    from .common import load, sig, sync
+    from .common import load, sync
 
     device = device or torch.device("cpu")
+    bad = [p for p in precisions if p not in PRECISIONS]
+    if bad:
+        raise ValueError(f"precisions must be among {PRECISIONS}, got {bad}")
+    if "int8" in precisions and device.type != "cpu":
+        raise ValueError("int8 (dynamic quantization) is a CPU precision; drop it with --device cuda")
+    order = ["fp32"] + [p for p in precisions if p != "fp32"]  # the reference output first
     names = towers(size)
     rows = []
     for m in modalities:
@@ -70,25 +107,34 @@ def bench_latency(modalities: list[str], batches: list[int], repeats: int, video
         enc = anybind.create_encoder(names[m]).eval().to(device)
         build_s = time.perf_counter() - t0
         params = sum(p.numel() for p in enc.parameters())
+        runners = {p: _runner(enc, p, device) for p in order}
         for b in (video_batches if m == "video" else batches):
             x = sample_input(m, enc.input_contract, b).to(device)
-            with torch.inference_mode():
-                enc(x)  # warm-up
-                times = []
-                for _ in range(repeats):
-                    sync(device)
-                    t0 = time.perf_counter()
-                    enc(x)
-                    sync(device)
-                    times.append(time.perf_counter() - t0)
-            med = statistics.median(times)
-            row = {"modality": m, "encoder": names[m], "params_M": round(params / 1e6, 1), "batch": b,
-                   "input": list(x.shape[1:]), "median_s": sig(med), "min_s": sig(min(times)),
-                   "per_sample_ms": sig(1000 * med / b), "repeats": repeats, "build_s": round(build_s, 1),
-                   "load": load()}
-            print(json.dumps(row), flush=True)
-            rows.append(row)
-        del enc
+            ref, fp32_s = None, None
+            for prec in order:
+                fn = runners[prec]
+                with torch.inference_mode():
+                    out = fn(x)  # warm-up (and the output compared with float32)
+                    times = []
+                    for _ in range(repeats):
+                        sync(device)
+                        t0 = time.perf_counter()
+                        fn(x)
+                        sync(device)
+                        times.append(time.perf_counter() - t0)
+                med = statistics.median(times)
+                row = {"modality": m, "encoder": names[m], "params_M": round(params / 1e6, 1), "batch": b,
+                       "precision": prec, "input": list(x.shape[1:]), "median_s": sig(med), "min_s": sig(min(times)),
+                       "per_sample_ms": sig(1000 * med / b), "repeats": repeats, "build_s": round(build_s, 1),
+                       "load": load()}
+                if prec == "fp32":
+                    ref, fp32_s = out.detach().cpu(), med
+                else:
+                    row.update(parity(ref, out.detach().cpu()), speedup=sig(fp32_s / med))
+                if prec in precisions:
+                    print(json.dumps(row), flush=True)
+                    rows.append(row)
+        del enc, runners
     return rows
 
 
@@ -222,15 +268,16 @@ def bench_load_memory(tmp: Path, convert: bool) -> list[dict]:
 
 
 LATENCY_COLUMNS = [("encoder", "tower"), ("params_M", "params M"), ("input", "input per sample"), ("batch", "batch"),
-                   ("median_s", "median s"), ("min_s", "fastest s"), ("per_sample_ms", "per sample ms"),
-                   ("repeats", "repeats"), ("load", "load")]
+                   ("precision", "precision"), ("median_s", "median s"), ("min_s", "fastest s"),
+                   ("per_sample_ms", "per sample ms"), ("speedup", "x fp32"), ("max_abs_err", "max abs err"),
+                   ("min_cosine", "min cosine"), ("repeats", "repeats"), ("load", "load")]
 
 
 def run_suite(*, size: str = "huge", modalities: list[str] | None = None, batches=(1, 8), video_batches=(1,),
-              repeats: int = 2, device: torch.device | None = None) -> dict:
+              repeats: int = 2, device: torch.device | None = None, precisions=("fp32",)) -> dict:
     """The latency part, for ``anybind-bench imagebind`` (load memory needs a 5 GB file: run this module for it)."""
     rows = bench_latency(list(modalities or HUGE_TOWERS), list(batches), repeats, list(video_batches), size=size,
-                         device=device)
+                         device=device, precisions=list(precisions))
     return {"size": size, "rows": rows, "columns": LATENCY_COLUMNS}
 
 
@@ -240,6 +287,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batches", nargs="*", type=int, default=[1, 8])
     parser.add_argument("--video-batches", nargs="*", type=int, default=[1], help="video: 15 clips per sample")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--precisions", default="fp32", help="comma list of fp32, bf16 (autocast), int8 (dynamic, "
+                        "Linear layers); each row other than fp32 reports its parity error against fp32")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--tmp", type=Path, default=Path("/tmp"))
     parser.add_argument("--skip-latency", action="store_true")
@@ -259,7 +308,8 @@ def main(argv: list[str] | None = None) -> None:
     if not args.skip_load:  # first, while this process is small (see bench_load_memory)
         results["load_memory"] = bench_load_memory(args.tmp, args.convert)
     if not args.skip_latency:
-        results["latency"] = bench_latency(args.modalities, args.batches, args.repeats, args.video_batches)
+        results["latency"] = bench_latency(args.modalities, args.batches, args.repeats, args.video_batches,
+                                           precisions=[p.strip() for p in args.precisions.split(",") if p.strip()])
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 
