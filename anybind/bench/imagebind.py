@@ -295,6 +295,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-load", action="store_true")
     parser.add_argument("--convert", action="store_true", help="also measure conversion and anybind.load peaks")
     parser.add_argument("--json", type=Path, help="write all results here")
+    parser.add_argument("--imagebind-src", type=Path, help="a local checkout of ImageBind's repository: time its own "
+                        "code against anybind on the same random weights (anybind.bench.imagebind_ref)")
+    parser.add_argument("--rounds", type=int, default=3, help="--imagebind-src: interleaved fresh-process pairs")
     parser.add_argument("--_measure", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._measure:
@@ -307,6 +310,14 @@ def main(argv: list[str] | None = None) -> None:
     results = {"environment": env}
     if not args.skip_load:  # first, while this process is small (see bench_load_memory)
         results["load_memory"] = bench_load_memory(args.tmp, args.convert)
+    if args.imagebind_src:
+        from .imagebind_ref import compare, import_imagebind
+
+        import_imagebind(args.imagebind_src)  # a clear error before anything runs
+        mods = [m for m in args.modalities if m in ("image", "text", "audio", "video", "depth", "thermal", "imu")]
+        results["against_imagebind"] = compare(args.imagebind_src, args.tmp / "anybind_vs_imagebind", mods,
+                                               args.batches, rounds=args.rounds, repeats=args.repeats,
+                                               threads=args.threads)
     if not args.skip_latency:
         results["latency"] = bench_latency(args.modalities, args.batches, args.repeats, args.video_batches,
                                            precisions=[p.strip() for p in args.precisions.split(",") if p.strip()])
