@@ -30,6 +30,7 @@ LAYERS: dict[str, int] = {
     "anybind.console": 0,
     "anybind.dist": 0,
     "anybind.lora": 0,
+    "anybind.quantize": 0,
     "anybind.constants": 0,
     "anybind.pretrained.weights": 0,
     "anybind.pretrained.assets": 0,

@@ -70,7 +70,7 @@ def child(mode: str, src: str, work: str, builder: str, modality: str = "", batc
     """One fresh process: ``write`` the shared weights, or time ``imagebind`` / ``anybind`` on one input."""
     from anybind.compat.imagebind import load_imagebind
 
-    from .imagebind import sample_input
+    from .imagebind_inputs import sample_input
 
     if threads:
         torch.set_num_threads(threads)
