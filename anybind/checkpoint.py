@@ -157,10 +157,15 @@ def check_against_file(skeleton, shapes: Mapping[str, tuple[int, ...]], weights:
                               f"{weights.name} holds {have / 2**20:.1f} MiB; refusing to build them")
 
 
-def load(path: str | Path, *, device: str | torch.device = "cpu", modalities: list[str] | None = None, strict: bool = True):
+def load(path: str | Path, *, device: str | torch.device = "cpu", modalities: list[str] | None = None, strict: bool = True,
+         mmap: bool = False):
     """Load a trained or converted anybind checkpoint. ``modalities`` loads only those towers.
 
     The sidecar is checked against the file's tensor shapes before any tower is allocated (module docstring).
+    ``mmap=True`` maps the weights file copy-on-write instead of reading it: the towers' tensors are views of the
+    page cache, shared between processes that load the same file, and loading costs only the sha256 pass. The views
+    keep the file's byte offsets, so the last bits of an output can differ from a plain load (alignment-dependent
+    kernels); training and exact resumes use the default.
     """
     weights, sidecar, meta = read_sidecar(path)
     specs = _encoder_specs(meta, sidecar)
@@ -174,7 +179,7 @@ def load(path: str | Path, *, device: str | torch.device = "cpu", modalities: li
     if any(s.get("assets") for s in specs.values()):
         specs = _with_assets(path, specs)
     check_against_file(_build_towers(specs, sidecar, meta_device=True), shapes, weights, sidecar, strict=strict)
-    state = read_weights(weights, sidecar, meta, verify=True, device="cpu")
+    state = read_weights(weights, sidecar, meta, verify=True, device="cpu", mmap=mmap)
     if modalities is not None:
         state = {k: v for k, v in state.items() if k.split(".")[1] in specs}
     model = _build_towers(specs, sidecar, meta_device=False)

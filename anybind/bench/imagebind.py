@@ -176,6 +176,8 @@ def _measure(mode: str, path: str, work: str) -> None:
         model = None
     elif mode == "anybind_load_converted":
         model = anybind.load(Path(work) / "converted")
+    elif mode == "anybind_load_converted_mmap":
+        model = anybind.load(Path(work) / "converted", mmap=True)
     else:
         raise SystemExit(f"unknown mode {mode}")
     report["seconds"] = round(time.perf_counter() - t0, 1)
@@ -226,11 +228,11 @@ def bench_load_memory(tmp: Path, convert: bool) -> list[dict]:
         size = written["checkpoint_bytes"]
         modes = ["load_imagebind_mmap", "load_imagebind_no_mmap", "torch_load_no_mmap"]
         if convert:
-            modes += ["convert", "anybind_load_converted"]
+            modes += ["convert", "anybind_load_converted", "anybind_load_converted_mmap"]
         for mode in modes:
             # every timed load finds its file in the page cache: a file just written can be partly evicted by the
             # writer's own memory, and a read from disk would time the disk (cold reads: docs/benchmarks.md)
-            warm_s = _warm_page_cache(tmp / "converted.safetensors" if mode == "anybind_load_converted" else path)
+            warm_s = _warm_page_cache(tmp / "converted.safetensors" if mode.startswith("anybind_load") else path)
             row = child(mode)
             row["warm_read_s"] = warm_s
             row["checkpoint_gb"] = round(size / 1e9, 2)

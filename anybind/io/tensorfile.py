@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import re
 import tempfile
@@ -210,7 +211,8 @@ class _ThreadedHash:
 _READ_CHUNK = 64 << 20  # larger single reads into fresh memory measured slower (page faults in one long syscall)
 
 
-def read_safetensors(path: str | Path, *, device: str = "cpu", sha256: str | None = None) -> dict[str, torch.Tensor]:
+def read_safetensors(path: str | Path, *, device: str = "cpu", sha256: str | None = None,
+                     mmap: bool = False) -> dict[str, torch.Tensor]:
     """Every tensor of the safetensors file ``path``, each read into its own freshly allocated memory.
 
     A memory-mapped load hands out views at whatever byte offset a tensor has in the file; kernels that pick their
@@ -220,6 +222,11 @@ def read_safetensors(path: str | Path, *, device: str = "cpu", sha256: str | Non
     file order, in chunks of at most 64 MiB. With ``sha256``, the file's digest is computed from the bytes as they
     are read (on a second thread) and a mismatch raises :class:`~anybind.errors.CheckpointError`: one pass over
     the file. Dtypes outside the common set go through the safetensors library.
+
+    ``mmap=True`` instead maps the file copy-on-write and hands out views of it (no read, no copy: the weights live
+    in the page cache, shared by every process that maps the file; writing to a tensor copies that page and never
+    reaches the file). The views sit at the file's own offsets, so alignment-sensitive kernels may round the last
+    bits differently from a plain load; with ``sha256`` the mapping is hashed once (which pages the file in).
     """
     import torch
 
@@ -241,6 +248,8 @@ def read_safetensors(path: str | Path, *, device: str = "cpu", sha256: str | Non
             _check_digest(path, sha256)
             return load_file(str(path), device=device)
         base, out = 8 + n, {}
+        if mmap:
+            return _mapped(path, header, base, size, sha256, device)
         entries = []
         for name, info in header.items():
             t = torch.empty([int(d) for d in info["shape"]], dtype=getattr(torch, _DTYPES[info["dtype"]]))
@@ -282,6 +291,36 @@ def read_safetensors(path: str | Path, *, device: str = "cpu", sha256: str | Non
         return out if device == "cpu" else {k: v.to(device) for k, v in out.items()}
 
 
+def _mapped(path: Path, header: dict, base: int, size: int, sha256: str | None, device: str) -> dict:
+    import numpy as np
+    import torch
+
+    data = np.memmap(path, dtype=np.uint8, mode="c", shape=(size,))  # copy-on-write
+    if sha256:
+        hasher = _ThreadedHash()
+        for a in range(0, size, _READ_CHUNK):
+            hasher.update(memoryview(data[a:a + _READ_CHUNK]))
+        if hasher.hexdigest() != sha256:
+            raise CheckpointError(f"checkpoint {path} is damaged: its sha256 does not match its sidecar")
+    out = {}
+    for name, info in header.items():
+        dtype, shape = getattr(torch, _DTYPES[info["dtype"]]), [int(d) for d in info["shape"]]
+        start, end = (int(o) for o in info["data_offsets"])
+        nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+        if end - start != nbytes or start < 0 or base + end > size:
+            raise ValueError(f"{path.name}: tensor {name!r} ({info['dtype']} {info['shape']}) has offsets "
+                             f"{start}..{end} that do not fit its shape or the file's {size} bytes")
+        if not nbytes:
+            t = torch.empty(shape, dtype=dtype)
+        else:
+            if (base + start) % torch.empty((), dtype=dtype).element_size():
+                raise ValueError(f"{path.name}: tensor {name!r} starts at byte {base + start}, not a multiple of its "
+                                 f"{info['dtype']} size; load it without mmap")
+            t = torch.from_numpy(data[base + start:base + end]).view(dtype).reshape(shape)
+        out[name] = t if device == "cpu" else t.to(device)
+    return out
+
+
 def _check_digest(path: Path, sha256: str | None) -> None:
     if sha256 and sha256_file(path) != sha256:
         raise CheckpointError(f"checkpoint {path} is damaged: its sha256 does not match its sidecar")
@@ -303,12 +342,14 @@ def _read_into(f, view: memoryview, path: Path, what: str) -> None:
 
 
 
-def read_weights(weights: Path, sidecar: Path, meta: dict, *, verify: bool, device: str) -> dict[str, torch.Tensor]:
-    """The tensors of ``weights`` as :func:`read_sidecar` found them (sha256 checked against ``meta`` if ``verify``)."""
+def read_weights(weights: Path, sidecar: Path, meta: dict, *, verify: bool, device: str,
+                 mmap: bool = False) -> dict[str, torch.Tensor]:
+    """The tensors of ``weights`` as :func:`read_sidecar` found them (sha256 checked against ``meta`` if ``verify``;
+    ``mmap``: views of the mapped file, :func:`read_safetensors`)."""
     for attempt in (weights, _final_name(weights)) if weights.name.endswith(".pending") else (weights,):
         try:
             try:
-                return read_safetensors(attempt, device=device, sha256=meta["sha256"] if verify else None)
+                return read_safetensors(attempt, device=device, sha256=meta["sha256"] if verify else None, mmap=mmap)
             except CheckpointError:  # the digest computed while reading differs
                 raise CheckpointError(f"checkpoint {attempt} is damaged: its sha256 does not match "
                                       f"{sidecar.name}") from None
