@@ -78,7 +78,8 @@ def test_manifest_run_with_augmentations_in_workers(shards, tmp_path):
     cfg = compose_train_config([f"data.manifest={manifest}", "debug=smoke", "modality=[image,text,points]",
                                 "data.num_workers=2", "trainer.max_steps=2", "eval.enabled=false",
                                 "trainer.tensorboard=false", "+modality.points.augment.rotate=true",
-                                "+modality.image.augment.crop_scale=[0.5,1.0]"])
+                                "+modality.image.augment.crop_scale=[0.5,1.0]",
+                                "+modality.image.augment.brightness=0.3", "+modality.image.augment.hue=0.05"])
     a = run(cfg, run_dir=tmp_path / "a")
     b = run(cfg, run_dir=tmp_path / "b")
     assert losses(a.run_dir) == losses(b.run_dir)  # seeded draws: the same run twice
