@@ -132,6 +132,13 @@ def sig(x: float, digits: int = 4) -> float:
     return float(f"{x:.{digits}g}")
 
 
+def parity(ref: torch.Tensor, out: torch.Tensor) -> dict:
+    """Max absolute difference and min cosine of ``out`` against the reference ``ref`` (rows are embeddings)."""
+    ref, out = ref.float().flatten(1), out.float().flatten(1)
+    cos = torch.nn.functional.cosine_similarity(ref, out, dim=-1)
+    return {"max_abs_err": sig(float((ref - out).abs().max())), "min_cosine": round(float(cos.min()), 6)}
+
+
 def parse_list(value: str | Sequence[str] | None, default: Sequence[str]) -> list[str]:
     if value is None:
         return list(default)

@@ -29,8 +29,7 @@ from pathlib import Path
 
 import torch
 
-from .common import sig
-
+from .common import autocast, parity, sig
 from .imagebind_inputs import HUGE_TOWERS, sample_input, towers  # noqa: F401 - the suite's names
 
 
@@ -43,7 +42,7 @@ def _runner(enc: torch.nn.Module, precision: str, device: torch.device):
         return enc
     if precision == "bf16":
         def bf16(x):
-            with torch.autocast(device.type, dtype=torch.bfloat16):
+            with autocast(device, "bf16"):
                 return enc(x).float()
         return bf16
     if precision == "int8":
@@ -51,13 +50,6 @@ def _runner(enc: torch.nn.Module, precision: str, device: torch.device):
 
         return quantize_dynamic_int8(enc)
     raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-
-
-def parity(ref: torch.Tensor, out: torch.Tensor) -> dict:
-    """Max absolute difference and min cosine of ``out`` against the float32 ``ref`` (rows are embeddings)."""
-    ref, out = ref.float().flatten(1), out.float().flatten(1)
-    cos = torch.nn.functional.cosine_similarity(ref, out, dim=-1)
-    return {"max_abs_err": sig(float((ref - out).abs().max())), "min_cosine": round(float(cos.min()), 6)}
 
 
 def bench_latency(modalities: list[str], batches: list[int], repeats: int, video_batches: list[int],

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from .common import sig
+from .common import parity, sig
 
 # anybind modality -> ImageBind's input / output key (a video is ImageBind's vision input with clips and frames)
 IMAGEBIND_KEYS = {"image": "vision", "video": "vision", "text": "text", "audio": "audio", "depth": "depth",
@@ -136,12 +136,10 @@ def compare(src: str | Path, work: str | Path, modalities: list[str], batches: l
                         runs[side].append(res["median_s"])
                 ref = torch.load(work / f"imagebind-{m}-{b}.pt", weights_only=True)
                 ours = torch.load(work / f"anybind-{m}-{b}.pt", weights_only=True)
-                cos = torch.nn.functional.cosine_similarity(ref.flatten(1), ours.flatten(1), dim=-1)
                 ib, ab = statistics.median(runs["imagebind"]), statistics.median(runs["anybind"])
                 row = {"modality": m, "batch": b, "imagebind_s": sig(ib), "anybind_s": sig(ab),
                        "speedup": sig(ib / ab), "imagebind_runs": [sig(t) for t in runs["imagebind"]],
-                       "anybind_runs": [sig(t) for t in runs["anybind"]], "rounds": rounds,
-                       "max_abs_err": sig(float((ref - ours).abs().max())), "min_cosine": round(float(cos.min()), 6)}
+                       "anybind_runs": [sig(t) for t in runs["anybind"]], "rounds": rounds, **parity(ref, ours)}
                 log(json.dumps(row))
                 rows.append(row)
     finally:

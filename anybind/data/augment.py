@@ -197,6 +197,11 @@ def audio_augment(p: Mapping[str, Any], contract: Mapping[str, Any]) -> Augment:
     noise_paths = noise_file_list(p["noise_files"]) if p.get("noise_files") else []
     bank: dict[int, torch.Tensor] = {}  # noise file index -> its log-mel clips, read on first use in this process
 
+    def recording(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(whole frames padded to the clip's length, cells of the recording above the fbank's floor)."""
+        pad = (x - padded).abs().amax(dim=-2, keepdim=True) < 1e-6
+        return pad, (x > floor + 1e-4) & ~pad
+
     def noise_clip(mel: int, frames: int, g: torch.Generator) -> torch.Tensor:
         if not noise_paths:
             return generated_noise(mel, frames, g)
@@ -216,17 +221,16 @@ def audio_augment(p: Mapping[str, Any], contract: Mapping[str, Any]) -> Augment:
 
     def add_noise(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         mel, frames = x.shape[-2:]
-        pad = (x - padded).abs().amax(dim=-2, keepdim=True) < 1e-6
+        pad, signal = recording(x)
         log_p = x * std + mean  # natural-log mel power
-        signal = (x > floor + 1e-4) & ~pad
         if not bool(signal.any()):
             return x
         lead = x.shape[:-2]
         noise = torch.stack([noise_clip(mel, frames, g) for _ in range(max(1, math.prod(lead)))]).view(*lead, mel, frames)
-        p_signal = torch.logsumexp(log_p[signal], 0) - math.log(int(signal.sum()))
-        p_noise = torch.logsumexp(noise[signal], 0) - math.log(int(signal.sum()))
+        # log of the ratio of the mean powers over the recording's cells (the cell count cancels)
+        ratio = torch.logsumexp(log_p[signal], 0) - torch.logsumexp(noise[signal], 0)
         target = _u(g, float(snr[0]), float(snr[1])) * math.log(10) / 10
-        mixed = torch.logaddexp(log_p, noise + (p_signal - p_noise - target))
+        mixed = torch.logaddexp(log_p, noise + (ratio - target))
         return torch.where(pad, x, (mixed - mean) / std)
 
     def fn(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -235,8 +239,7 @@ def audio_augment(p: Mapping[str, Any], contract: Mapping[str, Any]) -> Augment:
         if snr is not None and _u(g) < noise_prob:
             x = add_noise(x, g)
         if level:
-            pad = (x - padded).abs().amax(dim=-2, keepdim=True) < 1e-6  # whole padded frames
-            signal = (x > floor + 1e-4) & ~pad
+            _, signal = recording(x)
             moved = (x + _u(g, -level, level) * math.log(10) / 10 / std).clamp(min=floor)
             x = torch.where(signal, moved, x)
         if warp:  # output bin i reads bin i / a: a > 1 moves the spectrum up

@@ -248,28 +248,20 @@ def read_safetensors(path: str | Path, *, device: str = "cpu", sha256: str | Non
             _check_digest(path, sha256)
             return load_file(str(path), device=device)
         base, out = 8 + n, {}
+        entries = _entries(path, header, base, size)
         if mmap:
-            return _mapped(path, header, base, size, sha256, device)
-        entries = []
-        for name, info in header.items():
-            t = torch.empty([int(d) for d in info["shape"]], dtype=getattr(torch, _DTYPES[info["dtype"]]))
-            start, end = (int(o) for o in info["data_offsets"])
-            nbytes = t.numel() * t.element_size()
-            if end - start != nbytes or start < 0 or base + end > size:
-                raise ValueError(f"{path.name}: tensor {name!r} ({info['dtype']} {info['shape']}) has offsets "
-                                 f"{start}..{end} that do not fit its shape or the file's {size} bytes")
-            entries.append((start, end, name, t))
-        entries.sort(key=lambda e: (e[0], e[1]))
+            return _mapped(path, entries, base, size, sha256, device)
         # one pass hashes the file only if the tensors tile it: no gap, no overlap, nothing after the last
-        tiled = all(a[1] == b[0] for a, b in zip(entries, entries[1:])) and \
-            (entries[0][0] == 0 if entries else True) and base + (entries[-1][1] if entries else 0) == size
+        ends = [0] + [end for start, end, *_ in entries]
+        tiled = all(start == ends[i] for i, (start, *_) in enumerate(entries)) and base + ends[-1] == size
         hasher = _ThreadedHash() if sha256 and tiled else None
         if hasher is not None:
             hasher.update(head)
             hasher.update(raw_header)
         try:
             position = base
-            for start, end, name, t in entries:
+            for start, end, name, dtype, shape in entries:
+                t = torch.empty(shape, dtype=dtype)
                 if end > start:
                     if base + start != position:
                         f.seek(base + start)
@@ -284,14 +276,27 @@ def read_safetensors(path: str | Path, *, device: str = "cpu", sha256: str | Non
         finally:
             digest = hasher.hexdigest() if hasher is not None else None
         if sha256:
-            if digest is None:
-                _check_digest(path, sha256)
-            elif digest != sha256:
-                raise CheckpointError(f"checkpoint {path} is damaged: its sha256 does not match its sidecar")
+            _check_digest(path, sha256, digest)
         return out if device == "cpu" else {k: v.to(device) for k, v in out.items()}
 
 
-def _mapped(path: Path, header: dict, base: int, size: int, sha256: str | None, device: str) -> dict:
+def _entries(path: Path, header: dict, base: int, size: int) -> list[tuple[int, int, str, Any, list[int]]]:
+    """``(start, end, name, dtype, shape)`` per tensor of a safetensors header, in file order, each checked against
+    its shape and the file's size."""
+    import torch
+
+    entries = []
+    for name, info in header.items():
+        dtype, shape = getattr(torch, _DTYPES[info["dtype"]]), [int(d) for d in info["shape"]]
+        start, end = (int(o) for o in info["data_offsets"])
+        if end - start != math.prod(shape) * dtype.itemsize or start < 0 or base + end > size:
+            raise ValueError(f"{path.name}: tensor {name!r} ({info['dtype']} {info['shape']}) has offsets "
+                             f"{start}..{end} that do not fit its shape or the file's {size} bytes")
+        entries.append((start, end, name, dtype, shape))
+    return sorted(entries, key=lambda e: (e[0], e[1]))
+
+
+def _mapped(path: Path, entries: list, base: int, size: int, sha256: str | None, device: str) -> dict:
     import numpy as np
     import torch
 
@@ -300,29 +305,23 @@ def _mapped(path: Path, header: dict, base: int, size: int, sha256: str | None, 
         hasher = _ThreadedHash()
         for a in range(0, size, _READ_CHUNK):
             hasher.update(memoryview(data[a:a + _READ_CHUNK]))
-        if hasher.hexdigest() != sha256:
-            raise CheckpointError(f"checkpoint {path} is damaged: its sha256 does not match its sidecar")
+        _check_digest(path, sha256, hasher.hexdigest())
     out = {}
-    for name, info in header.items():
-        dtype, shape = getattr(torch, _DTYPES[info["dtype"]]), [int(d) for d in info["shape"]]
-        start, end = (int(o) for o in info["data_offsets"])
-        nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
-        if end - start != nbytes or start < 0 or base + end > size:
-            raise ValueError(f"{path.name}: tensor {name!r} ({info['dtype']} {info['shape']}) has offsets "
-                             f"{start}..{end} that do not fit its shape or the file's {size} bytes")
-        if not nbytes:
+    for start, end, name, dtype, shape in entries:
+        if end == start:
             t = torch.empty(shape, dtype=dtype)
         else:
-            if (base + start) % torch.empty((), dtype=dtype).element_size():
+            if (base + start) % dtype.itemsize:
                 raise ValueError(f"{path.name}: tensor {name!r} starts at byte {base + start}, not a multiple of its "
-                                 f"{info['dtype']} size; load it without mmap")
+                                 f"{dtype} size; load it without mmap")
             t = torch.from_numpy(data[base + start:base + end]).view(dtype).reshape(shape)
         out[name] = t if device == "cpu" else t.to(device)
     return out
 
 
-def _check_digest(path: Path, sha256: str | None) -> None:
-    if sha256 and sha256_file(path) != sha256:
+def _check_digest(path: Path, sha256: str | None, digest: str | None = None) -> None:
+    """Raise when ``path``'s sha256 (``digest`` when already computed, else hashed now) is not ``sha256``."""
+    if sha256 and (digest if digest is not None else sha256_file(path)) != sha256:
         raise CheckpointError(f"checkpoint {path} is damaged: its sha256 does not match its sidecar")
 
 

@@ -52,9 +52,9 @@ class EmbedSummary:
         rate = f", {self.embedded / self.seconds:.0f} items/s" if self.seconds > 0 and self.embedded else ""
         shares = self.shares()
         where = (" (" + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()) + " of the work)") if shares else ""
+        secs = f"{self.seconds:.2f}" if self.seconds < 10 else f"{self.seconds:.1f}"  # a short run still shows its time
         lines.append(f"this run: embedded {by_mod} ({_n(self.embedded, 'item')}, {self.failed} failed) in "
-                     f"{_n(self.shards_written, 'shard')}, {self.seconds:.{2 if self.seconds < 10 else 1}f} s{rate}{where}; "
-                     f"{self.precision}, "
+                     f"{_n(self.shards_written, 'shard')}, {secs} s{rate}{where}; {self.precision}, "
                      f"{_n(self.workers, 'worker')}")
         if self.shards_reused:
             lines.append(f"reused from an earlier run: {_n(self.shards_reused, 'finished shard')} "
