@@ -111,12 +111,13 @@ def color_jitter(x: torch.Tensor, g: torch.Generator, channel_dim: int, mean: to
     return (rgb.movedim(-3, channel_dim) - mean.view(shape)) / std.view(shape)
 
 
-def image_augment(p: Mapping[str, Any], contract: Mapping[str, Any] | None = None, channel_dim: int = -3) -> Augment:
+def image_augment(p: Mapping[str, Any], contract: Mapping[str, Any] | None = None, modality: str = "image") -> Augment:
+    channel_dim = -3 if modality == "image" else -4  # image (3, H, W); video (clips, 3, frames, H, W)
     scale, ratio, flip = p.get("crop_scale"), tuple(p.get("crop_ratio") or (3 / 4, 4 / 3)), float(p.get("flip", 0.0))
     jitter = {k: float(p.get(k) or 0.0) for k in ("brightness", "contrast", "saturation", "hue")}
     for k, v in jitter.items():
         if v < 0 or (k == "hue" and v > 0.5):
-            raise ValueError(f"augment.{k} must be in [0, {0.5 if k == 'hue' else 'inf'}], got {v}")
+            raise ValueError(f"modality.{modality}.augment.{k} must be in [0, {0.5 if k == 'hue' else 'inf'}], got {v}")
     contract = contract or {}
     mean = torch.tensor(contract.get("mean", CLIP_MEAN), dtype=torch.float32)
     std = torch.tensor(contract.get("std", CLIP_STD), dtype=torch.float32)
@@ -168,9 +169,10 @@ def noise_file_list(spec: Any) -> list[Path]:
         elif path.is_file():
             out.append(path)
         else:
-            raise InputError(path, "audio", "augment.noise_files: no such file or folder")
+            raise InputError(path, "audio", "modality.audio.augment.noise_files: no such file or folder")
     if not out:
-        raise InputError(Path(str(spec)), "audio", f"augment.noise_files matched no audio files ({sorted(exts)})")
+        raise InputError(Path(str(spec)), "audio", f"modality.audio.augment.noise_files matched no audio files "
+                                                     f"({sorted(exts)})")
     return out
 
 
@@ -193,7 +195,7 @@ def audio_augment(p: Mapping[str, Any], contract: Mapping[str, Any]) -> Augment:
     tm, tw = int(p.get("time_masks", 0)), int(p.get("time_width", 0))
     snr, noise_prob = p.get("noise_snr"), float(p.get("noise_prob", 1.0))
     if snr is not None and (len(snr) != 2 or float(snr[0]) > float(snr[1])):
-        raise ValueError(f"augment.noise_snr must be [low_db, high_db], got {snr}")
+        raise ValueError(f"modality.audio.augment.noise_snr must be [low_db, high_db], got {snr}")
     noise_paths = noise_file_list(p["noise_files"]) if p.get("noise_files") else []
     bank: dict[int, torch.Tensor] = {}  # noise file index -> its log-mel clips, read on first use in this process
 
@@ -301,8 +303,8 @@ def make_augment(modality: str, params: Mapping[str, Any] | None, contract: Mapp
     unknown = sorted(set(params) - KEYS[modality])
     if unknown:
         raise ValueError(f"modality.{modality}.augment: unknown keys {unknown}; known: {sorted(KEYS[modality])}")
-    if modality in ("image", "video"):  # image (3, H, W); video (clips, 3, frames, H, W)
-        return image_augment(params, contract, channel_dim=-3 if modality == "image" else -4)
+    if modality in ("image", "video"):
+        return image_augment(params, contract, modality)
     if modality == "audio":
         return audio_augment(params, contract or {})
     return points_augment(params)
