@@ -59,6 +59,7 @@ def main(out_path: str) -> None:
         torch_dist.all_reduce(loss)
         tensors[f"{kind}.loss"] = (loss / world).reshape(1)
         tensors.update({f"{kind}.grad.{n}": p.grad.contiguous() for n, p in model.module.named_parameters()})
+    del model, out  # DDP's reducer goes before the process group, not at interpreter exit after it
     if rank == 0:
         from safetensors.torch import save_file
 
