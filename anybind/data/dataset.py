@@ -24,6 +24,7 @@ Compact ``inputs`` keep missing modalities from costing any compute; ``valid`` p
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from typing import Any, Callable, Mapping, Sequence
 
@@ -285,3 +286,13 @@ def worker_init(worker_id: int) -> None:
     torch.set_num_threads(1)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
+    sys.excepthook = _quiet_when_the_parent_hangs_up
+
+
+def _quiet_when_the_parent_hangs_up(kind, value, tb) -> None:
+    """A worker's file-descriptor sharer thread reports through ``sys.excepthook`` when the main process stops it
+    in the middle of handing over a batch (Ctrl-C): that broken connection is the stop itself, not an error to
+    print. Every other exception is reported as usual."""
+    if issubclass(kind, (ConnectionError, EOFError)):
+        return
+    sys.__excepthook__(kind, value, tb)

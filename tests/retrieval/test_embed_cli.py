@@ -303,3 +303,13 @@ def test_the_shared_video_with_sound_embeds_as_audio(model, tmp_path):
         pytest.skip("../shared/data/video is missing")
     z = model.embed({"audio": [str(video)]}, progress=False)["audio"]
     assert z.shape == (1, model.embed_dim) and np.isfinite(z.numpy()).all()
+
+
+def test_workers_stay_quiet_only_about_the_parent_hanging_up(capsys):
+    from anybind.data.dataset import _quiet_when_the_parent_hangs_up as hook
+
+    for exc in (BrokenPipeError("pipe"), ConnectionResetError("reset"), EOFError("eof")):
+        hook(type(exc), exc, None)
+    assert capsys.readouterr().err == ""
+    hook(ValueError, ValueError("a real error"), None)
+    assert "ValueError: a real error" in capsys.readouterr().err
