@@ -57,10 +57,16 @@ def _initialised(stem: nn.Module) -> nn.Module:
 
 
 class TokenStem(nn.Module):
-    """Token ids ``(N, context_length)`` -> embeddings + positions (no CLS: the head pools end-of-text)."""
+    """Token ids ``(N, context_length)`` -> embeddings + positions (no CLS: the head pools end-of-text).
 
-    def __init__(self, width: int, *, vocab_size: int, context_length: int):
+    ``forward`` keeps only the positions up to the batch's last end-of-text token (``argmax(ids)``): the trunk is
+    causal and the head pools at EOT, so nothing after it can change the embedding, and a caption of 20 tokens costs
+    20 positions instead of 77. ``tokens`` gives all ``context_length`` positions (the layout of ImageBind's stem).
+    """
+
+    def __init__(self, width: int, *, vocab_size: int, context_length: int, trim_after_eot: bool = True):
         super().__init__()
+        self.trim_after_eot = trim_after_eot
         self.token_embedding = nn.Embedding(vocab_size, width)
         self.pos_embed = nn.Parameter(torch.zeros(1, context_length, width))
         nn.init.normal_(self.token_embedding.weight, std=0.02)
@@ -72,7 +78,11 @@ class TokenStem(nn.Module):
                              "text transform must use this encoder's input contract")
         return self.token_embedding(x) + self.pos_embed
 
-    forward = tokens
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.trim_after_eot or x.ndim != 2 or x.shape[1] != self.pos_embed.shape[1]:
+            return self.tokens(x)  # (tokens raises the shape error)
+        length = int(x.argmax(dim=-1).max()) + 1
+        return self.token_embedding(x[:, :length]) + self.pos_embed[:, :length]
 
 
 def _tower(modality: str, stem: nn.Module, *, width: int, depth: int, num_heads: int, embed_dim: int,

@@ -5,6 +5,8 @@ huge-size ImageBind checkpoint.
     .venv/bin/python tools/bench_imagebind.py --skip-load --repeats 3
     .venv/bin/python tools/bench_imagebind.py --skip-latency --convert   # also: convert + anybind.load peaks
     anybind-bench imagebind                                         # the latency part, inside the bench suite
+    .venv/bin/python tools/bench_imagebind.py --imagebind-src PATH --preprocess --skip-towers --skip-load \
+        --skip-latency                                              # ImageBind's data.py against anybind's
 
 Latency: each ``imagebind_*_huge`` tower is built on the CPU with random weights and run on inputs of the shapes
 ImageBind's preprocessing produces (video: 5 clips x 3 crops of 2 frames); the median of ``--repeats`` timed
@@ -268,6 +270,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--imagebind-src", type=Path, help="a local checkout of ImageBind's repository: time its own "
                         "code against anybind on the same random weights (anybind.bench.imagebind_ref)")
     parser.add_argument("--rounds", type=int, default=3, help="--imagebind-src: interleaved fresh-process pairs")
+    parser.add_argument("--preprocess", action="store_true", help="--imagebind-src: also time ImageBind's data.py "
+                        "against anybind's ImageBind-parity preprocessing on the same files "
+                        "(anybind.bench.imagebind_preprocess)")
+    parser.add_argument("--skip-towers", action="store_true", help="--imagebind-src: no tower comparison")
     parser.add_argument("--_measure", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._measure:
@@ -285,9 +291,17 @@ def main(argv: list[str] | None = None) -> None:
 
         import_imagebind(args.imagebind_src)  # a clear error before anything runs
         mods = [m for m in args.modalities if m in ("image", "text", "audio", "video", "depth", "thermal", "imu")]
-        results["against_imagebind"] = compare(args.imagebind_src, args.tmp / "anybind_vs_imagebind", mods,
-                                               args.batches, rounds=args.rounds, repeats=args.repeats,
-                                               threads=args.threads)
+        if not args.skip_towers:
+            results["against_imagebind"] = compare(args.imagebind_src, args.tmp / "anybind_vs_imagebind", mods,
+                                                   args.batches, rounds=args.rounds, repeats=args.repeats,
+                                                   threads=args.threads)
+        if args.preprocess:
+            from ..data.digits import default_data_dir
+            from . import imagebind_preprocess as pre
+
+            work = args.tmp / "anybind_vs_imagebind_preprocess"
+            pre.prepare_inputs(work, default_data_dir(), 200, 200, 1000)
+            results["preprocess_against_imagebind"] = pre.compare(args.imagebind_src, work, rounds=args.rounds)
     if not args.skip_latency:
         results["latency"] = bench_latency(args.modalities, args.batches, args.repeats, args.video_batches,
                                            precisions=[p.strip() for p in args.precisions.split(",") if p.strip()])

@@ -10,7 +10,8 @@ nothing is downloaded and no ImageBind code ships with anybind. The comparison:
    anybind's; the order alternates between rounds) each time one warm-up and ``repeats`` timed forwards under
    ``torch.inference_mode`` on the same seeded input (shaped as ImageBind's preprocessing makes it);
 3. the ratio of the medians (ImageBind / anybind: above 1 means anybind is faster) and the parity of the outputs
-   (max absolute difference, min cosine) of the first round.
+   (max absolute difference, min cosine of the unit vectors: ImageBind scales its text, audio, depth, thermal and
+   imu outputs by their logit scales).
 
 Without ``--imagebind-src`` the ImageBind-size benchmark measures anybind alone (:mod:`anybind.bench.imagebind`).
 """
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from .common import parity, sig
 
@@ -134,8 +136,10 @@ def compare(src: str | Path, work: str | Path, modalities: list[str], batches: l
                     for side in (("imagebind", "anybind") if r % 2 == 0 else ("anybind", "imagebind")):
                         res = _run_child([side, *common, m, str(b), str(repeats), str(threads)])
                         runs[side].append(res["median_s"])
-                ref = torch.load(work / f"imagebind-{m}-{b}.pt", weights_only=True)
-                ours = torch.load(work / f"anybind-{m}-{b}.pt", weights_only=True)
+                # ImageBind's text/audio/... outputs carry its logit scale (|x| = 14.3, 20, ...), anybind's towers
+                # return unit vectors: the parity is that of the directions
+                ref = F.normalize(torch.load(work / f"imagebind-{m}-{b}.pt", weights_only=True).float(), dim=-1)
+                ours = F.normalize(torch.load(work / f"anybind-{m}-{b}.pt", weights_only=True).float(), dim=-1)
                 ib, ab = statistics.median(runs["imagebind"]), statistics.median(runs["anybind"])
                 row = {"modality": m, "batch": b, "imagebind_s": sig(ib), "anybind_s": sig(ab),
                        "speedup": sig(ib / ab), "imagebind_runs": [sig(t) for t in runs["imagebind"]],

@@ -33,16 +33,20 @@ from ..errors import InputError
 
 # ------------------------------------------------------------------------------------------------ text
 def text_transform(contract: dict) -> Callable[[Any], torch.Tensor]:
-    """str -> int64 ``(context_length,)`` CLIP BPE ids: SOT, up to ``context_length - 2`` tokens, EOT, zeros."""
-    import open_clip
+    """str -> int64 ``(context_length,)`` CLIP BPE ids: SOT, up to ``context_length - 2`` tokens, EOT, zeros.
+
+    The ids of open_clip's CLIP tokenizer (ImageBind's own BPE vocabulary and rules), through
+    :func:`anybind.data.transforms.text.token_ids`: the tokenizer module loaded without the rest of open_clip, built
+    once per process, ftfy skipped for plain ASCII (where it has nothing to repair) and each word's ids kept."""
+    from ..data.transforms.text import get_tokenizer, token_ids
 
     context_length = int(contract.get("context_length", 77))
-    tokenizer = open_clip.get_tokenizer("ViT-B-32", context_length=context_length)
+    get_tokenizer("clip_bpe")
 
     def fn(raw: Any) -> torch.Tensor:
         if not isinstance(raw, str):
             raise InputError(None, "text", f"expected a string, found {type(raw).__name__}")
-        return tokenizer([raw])[0].to(torch.int64)
+        return token_ids(raw, context_length)
 
     return fn
 
@@ -114,9 +118,13 @@ def _as_waveform(raw: Any, default_rate: int) -> tuple[torch.Tensor, int]:
 
 
 def audio_transform(contract: dict) -> Callable[[Any], torch.Tensor]:
-    """(waveform (C,T), sr) / waveform / path -> float32 (clips, 1, num_mel_bins, target_length)."""
-    import torchaudio
-    from torchvision.transforms import functional as TF
+    """(waveform (C,T), sr) / waveform / path -> float32 (clips, 1, num_mel_bins, target_length).
+
+    ImageBind's operations in ImageBind's order (resample, then per clip: subtract its mean, kaldi fbank of channel 0,
+    pad or cut to ``target_length``, normalize), computed with the tables built once per process
+    (:mod:`anybind.data.transforms.fbank`: the resampler's sinc kernel, the window and the mel matrix) and every clip
+    of a file in one FFT and one matrix product."""
+    from ..data.transforms.fbank import kaldi_fbank, resample
 
     sample_rate = int(contract.get("sample_rate", 16000))
     mel_bins = int(contract.get("num_mel_bins", 128))
@@ -126,30 +134,41 @@ def audio_transform(contract: dict) -> Callable[[Any], torch.Tensor]:
     mean, std = float(contract.get("mean", AUDIO_MEAN)), float(contract.get("std", AUDIO_STD))
     inplace = bool(contract.get("inplace_mean", True))
     min_samples = int(0.025 * sample_rate)  # one 25 ms fbank frame
+    fbank = kaldi_fbank(sample_rate, mel_bins)
 
     def fn(raw: Any) -> torch.Tensor:
         wav, sr = _as_waveform(raw, sample_rate)
         if sr != sample_rate:
-            wav = torchaudio.functional.resample(wav, orig_freq=sr, new_freq=sample_rate)
+            wav = resample(wav, sr, sample_rate)
         else:
             wav = wav.clone()  # clips are mean-shifted in place below; never touch the caller's tensor
-        out = []
-        for start, end in clip_windows(wav.shape[1] / sample_rate, clip_duration, clips):
-            clip = wav[:, int(start * sample_rate):int(end * sample_rate)]
+        n = wav.shape[1]
+        windows = [(min(int(a * sample_rate), n), min(int(b * sample_rate), n))  # a window past the end stops there
+                   for a, b in clip_windows(n / sample_rate, clip_duration, clips)]
+        lengths = {max(b - a, min_samples) for a, b in windows}
+        same_length = len(lengths) == 1
+        buffer = wav.new_zeros(len(windows), max(lengths)) if same_length else None
+        segments = []
+        for i, (a, b) in enumerate(windows):
+            clip = wav[:, a:b]
             if inplace:
-                clip -= clip.mean()  # in place on the shared waveform, as ImageBind does
+                clip -= clip.mean()  # in place on the shared waveform, as ImageBind does: later clips see the shift
+                seg = clip[0]
             else:
-                clip = clip - clip.mean()
-            if clip.shape[1] < min_samples:
-                clip = F.pad(clip, (0, min_samples - clip.shape[1]))
-            fbank = torchaudio.compliance.kaldi.fbank(
-                clip, htk_compat=True, sample_frequency=sample_rate, use_energy=False, window_type="hanning",
-                num_mel_bins=mel_bins, dither=0.0, frame_length=25, frame_shift=10,
-            ).transpose(0, 1)
-            frames = fbank.shape[1]
-            fbank = F.pad(fbank, (0, target - frames)) if frames < target else fbank[:, :target]
-            out.append(TF.normalize(fbank.unsqueeze(0), mean=[mean], std=[std]))
-        return torch.stack(out)
+                seg = (clip - clip.mean())[0]
+            if buffer is not None:  # copied now: the next clip's shift must not reach this clip's samples
+                buffer[i, :seg.shape[0]] = seg  # (zeros after a clip shorter than one fbank frame)
+            else:
+                seg = seg.clone()
+                segments.append(F.pad(seg, (0, min_samples - seg.shape[0])) if seg.shape[0] < min_samples else seg)
+        if buffer is not None:
+            banks = fbank(buffer)  # (clips, frames, mel): every clip in one FFT and one matrix product
+        else:  # windows one sample apart after flooring: one call per clip, the same frames count
+            banks = torch.cat([fbank(seg.unsqueeze(0)) for seg in segments])
+        banks = banks.transpose(1, 2)  # (clips, mel, frames)
+        frames = banks.shape[2]
+        banks = F.pad(banks, (0, target - frames)) if frames < target else banks[:, :, :target]
+        return ((banks - mean) / std).unsqueeze(1)
 
     return fn
 

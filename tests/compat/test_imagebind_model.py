@@ -57,8 +57,46 @@ def test_intermediates_match_stage_by_stage(tiny_model, inputs, fixture_dir, key
         trunk_out = tower.trunk(tower.stem(x))
         head_out = tower.head(trunk_out, x)
     torch.testing.assert_close(tokens, ref["tokens"], **TOL)
-    torch.testing.assert_close(trunk_out, ref["trunk_out"], **TOL)
+    if key == "text":  # the stem drops the positions after the last end-of-text token: the causal trunk's
+        # outputs up to there are ImageBind's own
+        length = int(x.argmax(dim=-1).max()) + 1
+        assert trunk_out.shape[1] == length <= ref["trunk_out"].shape[1]
+        torch.testing.assert_close(trunk_out, ref["trunk_out"][:, :length], **TOL)
+    else:
+        torch.testing.assert_close(trunk_out, ref["trunk_out"], **TOL)
     torch.testing.assert_close(head_out, ref["head_out"], **TOL)
+
+
+def test_a_short_caption_alone_runs_only_up_to_its_end_of_text_and_matches_imagebind(tiny_model, inputs, fixture_dir):
+    ref = load_pt(fixture_dir, "intermediates.pt")["text"]
+    tower = tiny_model.encoders["text"]
+    short = inputs["text"][:1]  # the fixture's first caption: end-of-text at position 20 of 77
+    eot = int(short.argmax(dim=-1))
+    assert eot < short.shape[1] - 1
+    with torch.no_grad():
+        stem_out = tower.stem(short)
+        head_out = tower.head(tower.trunk(stem_out), short)
+    assert stem_out.shape[1] == eot + 1
+    torch.testing.assert_close(head_out, ref["head_out"][:1], **TOL)
+
+
+def test_text_trimmed_after_end_of_text_equals_the_full_77_positions(tiny_model):
+    tower = tiny_model.encoders["text"]
+    g = torch.Generator().manual_seed(3)
+    ids = torch.zeros(3, 77, dtype=torch.long)
+    for row, eot in enumerate((4, 9, 13)):
+        ids[row, 0], ids[row, 1:eot] = 49406, torch.randint(1, 49406, (eot - 1,), generator=g)
+        ids[row, eot] = 49407
+    with torch.no_grad():
+        trimmed = tower(ids)
+        assert tower.stem(ids).shape[1] == 14
+        tower.stem.trim_after_eot = False
+        try:
+            assert tower.stem(ids).shape[1] == 77
+            full = tower(ids)
+        finally:
+            tower.stem.trim_after_eot = True
+    torch.testing.assert_close(trimmed, full, rtol=1e-5, atol=1e-6)
 
 
 def test_logit_scales_come_from_the_checkpoint(tiny_model, fixture_dir):

@@ -126,6 +126,51 @@ def test_short_and_stereo_audio():
         fn(torch.zeros(1, 0))
 
 
+def _per_clip_reference(wav: torch.Tensor, sr: int) -> torch.Tensor:
+    """ImageBind's audio steps one clip at a time through torchaudio itself (resample, in-place clip mean, kaldi
+    fbank, pad/cut to 204, normalize)."""
+    import torchaudio
+
+    wav = torchaudio.functional.resample(wav, sr, 16000)
+    out = []
+    for start, end in P.clip_windows(wav.shape[1] / 16000, 2.0, 3):
+        clip = wav[:, int(start * 16000):int(end * 16000)]
+        clip -= clip.mean()
+        bank = torchaudio.compliance.kaldi.fbank(clip, htk_compat=True, sample_frequency=16000, use_energy=False,
+                                                 window_type="hanning", num_mel_bins=128, dither=0.0,
+                                                 frame_length=25, frame_shift=10).transpose(0, 1)
+        bank = F.pad(bank, (0, 204 - bank.shape[1])) if bank.shape[1] < 204 else bank[:, :204]
+        out.append(((bank - anybind.constants.AUDIO_MEAN) / anybind.constants.AUDIO_STD).unsqueeze(0))
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("seconds,sr", [(3.3, 22050), (2.9, 16000), (7.0, 8000), (1.2, 44100)])
+def test_batched_clips_equal_torchaudio_one_clip_at_a_time(seconds, sr):
+    g = torch.Generator().manual_seed(int(seconds * 10))
+    wav = torch.randn(2, int(seconds * sr), generator=g) * 0.2 + 0.05  # stereo, a DC offset: the in-place means
+    got = P.audio_transform({})((wav.clone(), sr))
+    torch.testing.assert_close(got, _per_clip_reference(wav.clone(), sr), rtol=1e-5, atol=1e-4)
+
+
+def test_threads_give_the_serial_result_and_restore_torch_threads(tmp_path, fixture_dir):
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    images, sounds = [], []
+    for i in range(5):
+        px = (torch.rand(180 + 17 * i, 240, 3, generator=g) * 255).to(torch.uint8).numpy()
+        Image.fromarray(px).save(tmp_path / f"{i}.jpg", quality=90)
+        images.append(str(tmp_path / f"{i}.jpg"))
+        sf.write(tmp_path / f"{i}.wav", (torch.randn(8000 + 3000 * i, generator=g) * 0.1).numpy(), 8000)
+        sounds.append(str(tmp_path / f"{i}.wav"))
+    before = torch.get_num_threads()
+    for modality, items in (("image", images), ("audio", sounds)):
+        serial = D.load_and_transform(modality, items, workers=1)
+        threaded = D.load_and_transform(modality, items, workers=3)
+        assert torch.equal(serial, threaded), modality
+        assert torch.get_num_threads() == before
+
+
 def test_raw_file_embeddings_match_imagebind(tiny_model, fixture_dir, captions):
     expected = load_pt(fixture_dir, "expected_raw_embeddings.pt")
     z = tiny_model.embed({"text": captions, "vision": [fixture_dir / "raw_image.png"],
