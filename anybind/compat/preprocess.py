@@ -162,13 +162,16 @@ def audio_transform(contract: dict) -> Callable[[Any], torch.Tensor]:
                 seg = seg.clone()
                 segments.append(F.pad(seg, (0, min_samples - seg.shape[0])) if seg.shape[0] < min_samples else seg)
         if buffer is not None:
-            banks = fbank(buffer)  # (clips, frames, mel): every clip in one FFT and one matrix product
-        else:  # windows one sample apart after flooring: one call per clip, the same frames count
-            banks = torch.cat([fbank(seg.unsqueeze(0)) for seg in segments])
-        banks = banks.transpose(1, 2)  # (clips, mel, frames)
-        frames = banks.shape[2]
-        banks = F.pad(banks, (0, target - frames)) if frames < target else banks[:, :, :target]
+            banks = fit(fbank(buffer))  # every clip in one FFT and one matrix product
+        else:  # windows one sample apart after flooring (their frame counts may differ): one call per clip
+            banks = torch.cat([fit(fbank(seg.unsqueeze(0))) for seg in segments])
         return ((banks - mean) / std).unsqueeze(1)
+
+    def fit(banks: torch.Tensor) -> torch.Tensor:
+        """(clips, frames, mel) -> (clips, mel, target_length): zero-padded or cut, as ImageBind does."""
+        banks = banks.transpose(1, 2)
+        frames = banks.shape[2]
+        return F.pad(banks, (0, target - frames)) if frames < target else banks[:, :, :target]
 
     return fn
 

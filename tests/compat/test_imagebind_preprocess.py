@@ -152,6 +152,16 @@ def test_batched_clips_equal_torchaudio_one_clip_at_a_time(seconds, sr):
     torch.testing.assert_close(got, _per_clip_reference(wav.clone(), sr), rtol=1e-5, atol=1e-4)
 
 
+def test_clips_of_unequal_length_are_each_padded_to_the_target(monkeypatch):
+    # windows of 2.00 s and 1.99 s: 198 and 197 fbank frames, each zero-padded to 204 on its own
+    windows = [(Fraction(0), Fraction(2)), (Fraction(1, 2), Fraction(249, 100)), (Fraction(1), Fraction(3))]
+    monkeypatch.setattr(P, "clip_windows", lambda duration, clip_duration, clips: windows)
+    wav = torch.randn(1, 48000, generator=torch.Generator().manual_seed(5)) * 0.1
+    got = P.audio_transform({})((wav.clone(), 16000))
+    assert got.shape == (3, 1, 128, 204)
+    torch.testing.assert_close(got, _per_clip_reference(wav.clone(), 16000), rtol=1e-5, atol=1e-4)
+
+
 def test_threads_give_the_serial_result_and_restore_torch_threads(tmp_path, fixture_dir):
     from PIL import Image
 
