@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> None:
             from . import imagebind_preprocess as pre
 
             work = args.tmp / "anybind_vs_imagebind_preprocess"
-            pre.prepare_inputs(work, default_data_dir(), 200, 200, 1000)
+            pre.prepare_inputs(work, default_data_dir())
             results["preprocess_against_imagebind"] = pre.compare(args.imagebind_src, work, rounds=args.rounds)
     if not args.skip_latency:
         results["latency"] = bench_latency(args.modalities, args.batches, args.repeats, args.video_batches,

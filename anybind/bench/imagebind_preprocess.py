@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -32,29 +31,16 @@ from pathlib import Path
 
 import torch
 
-from .common import parity, sig
+from .common import parity, sig, write_json
+from .index_measure import load_averages, peak_rss_bytes, rss_bytes
 
 MODALITIES = ("audio", "image", "text", "video")
 IMAGEBIND_FUNCTIONS = {"audio": "load_and_transform_audio_data", "image": "load_and_transform_vision_data",
                        "text": "load_and_transform_text", "video": "load_and_transform_video_data"}
 
 
-def _rss_mb() -> float:
-    """The current resident set of this process in MB (from /proc; 0 where unknown)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def prepare_inputs(tmp: Path, data: Path, n_audio: int, n_images: int, n_captions: int) -> dict[str, list[str]]:
+def prepare_inputs(tmp: Path, data: Path, n_audio: int = 200, n_images: int = 200,
+                   n_captions: int = 1000) -> dict[str, list[str]]:
     """The files and captions both sides read (written once into ``tmp``)."""
     from .embed_files import make_captions, make_jpegs
 
@@ -76,12 +62,17 @@ def prepare_inputs(tmp: Path, data: Path, n_audio: int, n_images: int, n_caption
     return inputs
 
 
-def _imagebind_function(src: str, modality: str, probe: str):
+def check_source(src: str | Path) -> Path:
+    """``src`` resolved, or a clear error when it holds no ``imagebind/data.py``."""
     src_path = Path(src).expanduser().resolve()
     if not (src_path / "imagebind" / "data.py").is_file():
         raise SystemExit(f"--imagebind-src {src_path}: no imagebind/data.py there; give the folder of an ImageBind "
                          "source tree")
-    sys.path.insert(0, str(src_path))
+    return src_path
+
+
+def _imagebind_function(src: str, modality: str, probe: str):
+    sys.path.insert(0, str(check_source(src)))
     import importlib
 
     data = importlib.import_module("imagebind.data")
@@ -166,14 +157,14 @@ def child(side: str, src: str, modality: str, work: str) -> dict:
         fn = lambda items: load_and_transform(modality, items)  # noqa: E731
     else:
         raise SystemExit(f"unknown side {side!r}")
-    base = _rss_mb()
+    base = rss_bytes()
     times = []
     for _ in range(2):
         t0 = time.perf_counter()
         out = fn(items)
         times.append(time.perf_counter() - t0)
     torch.save(out, work_path / f"{side}-{modality}.pt")
-    return {"first_s": times[0], "second_s": times[1], "peak_over_base_mb": max(0.0, _peak_mb() - base),
+    return {"first_s": times[0], "second_s": times[1], "peak_over_base_mb": max(0, peak_rss_bytes() - base) / 2**20,
             "items": len(items), "decoder": decoder}
 
 
@@ -239,17 +230,16 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
     if a.imagebind_src is None:
         ap.error("--imagebind-src is required: the folder of an ImageBind source tree")
-    if not (a.imagebind_src / "imagebind" / "data.py").is_file():
-        raise SystemExit(f"--imagebind-src {a.imagebind_src}: no imagebind/data.py there")
+    check_source(a.imagebind_src)
     from ..data.digits import default_data_dir
     from .common import environment
 
     prepare_inputs(a.tmp, a.data or default_data_dir(), a.audio, a.images, a.captions)
     result = {"environment": environment(torch.device("cpu")),
               "rows": compare(a.imagebind_src, a.tmp, a.modalities, rounds=a.rounds)}
-    result["environment"]["loadavg_after"] = [round(x, 2) for x in __import__("os").getloadavg()]
+    result["environment"]["loadavg_after"] = load_averages()
     if a.json:
-        a.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(a.json, result)
     return result
 
 

@@ -145,24 +145,17 @@ def audio_transform(contract: dict) -> Callable[[Any], torch.Tensor]:
         n = wav.shape[1]
         windows = [(min(int(a * sample_rate), n), min(int(b * sample_rate), n))  # a window past the end stops there
                    for a, b in clip_windows(n / sample_rate, clip_duration, clips)]
-        lengths = {max(b - a, min_samples) for a, b in windows}
-        same_length = len(lengths) == 1
-        buffer = wav.new_zeros(len(windows), max(lengths)) if same_length else None
         segments = []
-        for i, (a, b) in enumerate(windows):
+        for a, b in windows:
             clip = wav[:, a:b]
             if inplace:
                 clip -= clip.mean()  # in place on the shared waveform, as ImageBind does: later clips see the shift
-                seg = clip[0]
+                seg = clip[0].clone()  # this clip as its fbank sees it, before the next clip's shift
             else:
                 seg = (clip - clip.mean())[0]
-            if buffer is not None:  # copied now: the next clip's shift must not reach this clip's samples
-                buffer[i, :seg.shape[0]] = seg  # (zeros after a clip shorter than one fbank frame)
-            else:
-                seg = seg.clone()
-                segments.append(F.pad(seg, (0, min_samples - seg.shape[0])) if seg.shape[0] < min_samples else seg)
-        if buffer is not None:
-            banks = fit(fbank(buffer))  # every clip in one FFT and one matrix product
+            segments.append(F.pad(seg, (0, min_samples - seg.shape[0])) if seg.shape[0] < min_samples else seg)
+        if len({seg.shape[0] for seg in segments}) == 1:
+            banks = fit(fbank(torch.stack(segments)))  # every clip in one FFT and one matrix product
         else:  # windows one sample apart after flooring (their frame counts may differ): one call per clip
             banks = torch.cat([fit(fbank(seg.unsqueeze(0))) for seg in segments])
         return ((banks - mean) / std).unsqueeze(1)
